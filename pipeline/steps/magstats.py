@@ -1,0 +1,174 @@
+"""Magnitude statistics per (oid, fid) and per object, after the correction step.
+
+Follows ALeRCE's magstats step (Förster et al. 2021, AJ 161, 242, sect. 4.2; alercebroker/pipeline
+``magstats_step``). Everything is a pandas groupby over the whole batch, so many objects go at once.
+Conventions:
+
+* "first"/"last" are by mjd (ties broken by candid). magfirst/maglast are magpsf of the earliest /
+  latest detection that has a magpsf.
+* magsigma is the population standard deviation (ddof=0, numpy's default, as ALeRCE).
+* The ``_corr`` twins (magmean_corr, ..., magfirst_corr, maglast_corr) use only detections that are
+  ``corrected`` and have a finite magpsf_corr; with none they are NaN.
+* Missing is NaN, never a sentinel.
+"""
+import numpy as np
+import pandas as pd
+
+from pipeline.steps.correction import CORRECTION_VERSION, correct_objects, is_stellar
+
+KEYS = ["oid", "fid"]
+DT_MIN = 0.5  # days: a non-detection must precede the first detection by more than this (ALeRCE)
+_STATS = ["mean", "median", "max", "min", "sigma", "first", "last"]
+
+
+def _ordered(detections):
+    """Detections sorted by (oid, mjd, candid), stable, NaN mjd last: groupby keeps this order inside
+    every (oid, fid) group, so first/last are in time."""
+    keys = ["oid", "mjd"] + (["candid"] if "candid" in detections.columns else [])
+    return detections.sort_values(keys, kind="stable", na_position="last")
+
+
+def _mag_stats(ordered, column, suffix, keys=KEYS):
+    """mag{mean,median,max,min,sigma,first,last}{suffix} of ``column`` per ``keys``; NaN rows skipped."""
+    values = pd.to_numeric(ordered[column], errors="coerce").astype(float)
+    frame = ordered[keys].assign(_m=values)
+    frame = frame[np.isfinite(frame["_m"].to_numpy())]
+    grouped = frame.groupby(keys, sort=True)["_m"]
+    stats = grouped.agg(["mean", "median", "max", "min", "first", "last"])
+    stats["sigma"] = grouped.std(ddof=0)
+    return stats[_STATS].rename(columns={s: f"mag{s}{suffix}" for s in _STATS})
+
+
+def _dmdt(ordered, non_detections):
+    """dmdt_first, dm_first, sigmadm_first, dt_first per (oid, fid) from the non-detections.
+
+    Among non-detections (diffmaglim) more than ``DT_MIN`` days before the first detection with a
+    magpsf, pick the one minimising dmdt = (magfirst + sigmapsf_first - diffmaglim) / dt (the
+    fastest brightening compatible with the limit, ALeRCE's choice). dm_first = magfirst -
+    diffmaglim, dt_first = mjd_first - mjd_nd. sigmadm_first = sigmapsf_first: the limit has no
+    error, so the detection's is the error of dm (ALeRCE's code stores sigmapsf_first - diffmaglim,
+    which is not an uncertainty).
+    """
+    columns = ["dmdt_first", "dm_first", "sigmadm_first", "dt_first"]
+    empty = pd.DataFrame(columns=columns, dtype=float, index=pd.MultiIndex.from_arrays([[], []], names=KEYS))
+    if non_detections is None or len(non_detections) == 0:
+        return empty
+    mag = pd.to_numeric(ordered["magpsf"], errors="coerce").astype(float)
+    first = ordered.assign(_m=mag)[np.isfinite(mag.to_numpy())].groupby(KEYS, sort=False).head(1)
+    first = pd.DataFrame({
+        "oid": first["oid"].to_numpy(), "fid": first["fid"].to_numpy(),
+        "_mjd0": pd.to_numeric(first["mjd"], errors="coerce").to_numpy(dtype=float),
+        "_m0": first["_m"].to_numpy(dtype=float),
+        "_s0": pd.to_numeric(first["sigmapsf"], errors="coerce").to_numpy(dtype=float),
+    })
+    nd = pd.DataFrame({
+        "oid": non_detections["oid"].to_numpy(), "fid": non_detections["fid"].to_numpy(),
+        "_mjd": pd.to_numeric(non_detections["mjd"], errors="coerce").to_numpy(dtype=float),
+        "_lim": pd.to_numeric(non_detections["diffmaglim"], errors="coerce").to_numpy(dtype=float),
+    })
+    merged = nd.merge(first, on=KEYS, how="inner")
+    merged["dt_first"] = merged["_mjd0"] - merged["_mjd"]
+    merged["dm_first"] = merged["_m0"] - merged["_lim"]
+    merged["sigmadm_first"] = merged["_s0"]
+    merged["dmdt_first"] = (merged["_m0"] + merged["_s0"] - merged["_lim"]) / merged["dt_first"]
+    merged = merged[(merged["dt_first"] > DT_MIN) & np.isfinite(merged["dmdt_first"].to_numpy())]
+    if len(merged) == 0:
+        return empty
+    best = merged.sort_values(KEYS + ["dmdt_first", "_mjd"], kind="stable").groupby(KEYS, sort=True).head(1)
+    return best.set_index(KEYS)[columns]
+
+
+def magstats(detections_corrected: pd.DataFrame, non_detections: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (oid, fid) of ``correction.correct`` output (plus optional non-detections
+    with oid, fid, mjd, diffmaglim).
+
+    Columns: oid, fid, ndet, ndubious, [nrfid if the input has rfid], firstmjd, lastmjd,
+    mag{mean,median,max,min,sigma,first,last} and their _corr twins (see module docstring),
+    corrected (the band's first detection is corrected, as ALeRCE), stellar (the object's,
+    ``correction.is_stellar``), step_id_corr, dmdt_first, dm_first, sigmadm_first, dt_first.
+    """
+    det = detections_corrected
+    if len(det) == 0:
+        return pd.DataFrame(columns=KEYS + ["ndet", "ndubious", "firstmjd", "lastmjd"])
+    ordered = _ordered(det)
+    grouped = ordered.groupby(KEYS, sort=True)
+    mjd = pd.to_numeric(ordered["mjd"], errors="coerce")
+    out = pd.DataFrame({
+        "ndet": grouped.size(),
+        "ndubious": ordered["dubious"].fillna(False).astype(bool).groupby(
+            [ordered["oid"], ordered["fid"]], sort=True).sum(),
+        "firstmjd": mjd.groupby([ordered["oid"], ordered["fid"]], sort=True).min(),
+        "lastmjd": mjd.groupby([ordered["oid"], ordered["fid"]], sort=True).max(),
+    })
+    out.index.names = KEYS
+    if "rfid" in ordered.columns:
+        out["nrfid"] = grouped["rfid"].nunique()
+    out = out.join(_mag_stats(ordered, "magpsf", ""))
+    corr = ordered[ordered["corrected"].fillna(False).astype(bool).to_numpy()]
+    out = out.join(_mag_stats(corr, "magpsf_corr", "_corr"))
+    out["corrected"] = grouped["corrected"].first().fillna(False).astype(bool)
+    stellar = is_stellar(det)
+    oids = out.index.get_level_values("oid")
+    out["stellar"] = stellar.reindex(oids).fillna(False).astype(bool).to_numpy()
+    out["step_id_corr"] = CORRECTION_VERSION
+    out = out.join(_dmdt(ordered, non_detections))
+    for column in ["dmdt_first", "dm_first", "sigmadm_first", "dt_first"]:
+        out[column] = out[column].astype(float)
+    out["ndubious"] = out["ndubious"].astype(int)
+    return out.reset_index()
+
+
+def object_stats(detections_corrected: pd.DataFrame, objects_flags: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per oid.
+
+    firstmjd, lastmjd, deltamjd = lastmjd - firstmjd (days), ndet (all bands);
+    meanra, meandec (deg): plain means, RA averaged as offsets from the object's first RA wrapped to
+    [-180, 180) so objects on the 0/360 line average correctly; sigmara, sigmadec in ARCSEC,
+    population std (ddof=0) of the on-sky offsets (RA offset times cos(dec) of each detection);
+    corrected, stellar, step_id_corr from ``objects_flags`` (``correction.correct_objects``; computed
+    here when None);
+    g_r_max = magmin(g) - magmin(r) (colour at maximum brightness, fid 1 minus fid 2),
+    g_r_mean = magmean(g) - magmean(r), and the same from the corrected magnitudes (_corr, corrected
+    detections only); NaN when a band has no value.
+    """
+    det = detections_corrected
+    columns = ["oid", "firstmjd", "lastmjd", "deltamjd", "ndet", "meanra", "meandec", "sigmara",
+               "sigmadec", "corrected", "stellar", "step_id_corr", "g_r_max", "g_r_max_corr",
+               "g_r_mean", "g_r_mean_corr"]
+    if len(det) == 0:
+        return pd.DataFrame(columns=columns)
+    if objects_flags is None:
+        _, objects_flags = correct_objects(det)
+    ordered = _ordered(det)
+    oid = ordered["oid"]
+    mjd = pd.to_numeric(ordered["mjd"], errors="coerce").astype(float)
+    ra = pd.to_numeric(ordered["ra"], errors="coerce").astype(float)
+    dec = pd.to_numeric(ordered["dec"], errors="coerce").astype(float)
+    by_oid = mjd.groupby(oid, sort=True)
+    out = pd.DataFrame({"firstmjd": by_oid.min(), "lastmjd": by_oid.max(),
+                        "ndet": oid.groupby(oid, sort=True).size()})
+    out["deltamjd"] = out["lastmjd"] - out["firstmjd"]
+
+    ra0 = ra.groupby(oid, sort=False).transform("first")
+    dra = (ra - ra0 + 180.0) % 360.0 - 180.0
+    dx = dra * np.cos(np.deg2rad(dec)) * 3600.0
+    out["meanra"] = (ra.groupby(oid, sort=True).first() + dra.groupby(oid, sort=True).mean()) % 360.0
+    out["meandec"] = dec.groupby(oid, sort=True).mean()
+    out["sigmara"] = dx.groupby(oid, sort=True).std(ddof=0)
+    out["sigmadec"] = (dec * 3600.0).groupby(oid, sort=True).std(ddof=0)
+
+    flags = objects_flags.set_index("oid")
+    for column, default in [("corrected", False), ("stellar", False), ("step_id_corr", CORRECTION_VERSION)]:
+        values = flags[column].reindex(out.index) if column in flags.columns else pd.Series(default, index=out.index)
+        out[column] = values.fillna(default).astype(bool if default is False else object)
+
+    plain = _mag_stats(ordered, "magpsf", "")
+    corr = _mag_stats(ordered[ordered["corrected"].fillna(False).astype(bool).to_numpy()], "magpsf_corr", "_corr")
+    for name, stat, frame, suffix in [("g_r_max", "min", plain, ""), ("g_r_mean", "mean", plain, ""),
+                                      ("g_r_max_corr", "min", corr, "_corr"),
+                                      ("g_r_mean_corr", "mean", corr, "_corr")]:
+        band = frame[f"mag{stat}{suffix}"].unstack("fid")
+        band = band.reindex(index=out.index, columns=[1, 2])
+        out[name] = (band[1] - band[2]).astype(float)
+    out.index.name = "oid"
+    return out.reset_index()[columns]
