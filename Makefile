@@ -1,0 +1,35 @@
+# `make run`: the broker's demo night on the embedded default (SQLite, eager Celery, local archive).
+# `make test`: the test suite. Both create the virtual environment first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= var/demo_night
+DEMO_OBJECTS ?= 300
+
+.PHONY: run test venv migrate demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py simulate_night $(DEMO_DIR) --objects $(DEMO_OBJECTS) --seed 1
+	$(PY) manage.py load_catalog $(DEMO_DIR)/allwise_simulated.csv
+	$(PY) manage.py ingest $(DEMO_DIR)
+
+test: venv
+	$(PY) -m pytest
+
+bench: migrate
+	$(PY) manage.py bench ingest
+	$(PY) manage.py bench features
+
+clean:
+	rm -rf var

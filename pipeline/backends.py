@@ -1,0 +1,22 @@
+"""Backends chosen by settings: the raw-alert archive and the cross-match service."""
+from functools import cache
+
+from django.conf import settings
+
+from .steps.xmatch import get_xmatch_backend
+from .storage import get_archive
+
+
+@cache
+def archive():
+    return get_archive(settings.ALERT_ARCHIVE_URL)
+
+
+@cache
+def xmatch_backend():
+    options = {}
+    if settings.XMATCH_BACKEND == "local":
+        options["index_path"] = settings.XMATCH_LOCAL_INDEX
+    elif settings.XMATCH_BACKEND == "cds":
+        options["timeout"] = settings.XMATCH_CDS_TIMEOUT
+    return get_xmatch_backend(settings.XMATCH_BACKEND, **options)

@@ -1,0 +1,26 @@
+"""The step graph of one batch; the only place that knows the order of the steps.
+
+    ingest ─> group(xmatch, correct) ─> magstats ─> features
+
+Tasks get immutable signatures ``(batch_id, oids)``: small messages; the data stay in the database.
+Without a broker the same canvas runs eagerly in-process.
+"""
+from celery import chain, group
+
+from . import tasks
+
+
+def build(batch_id, oids):
+    """The canvas for the objects that received new alerts in batch ``batch_id``."""
+    oids = sorted(oids)
+    return chain(
+        group(tasks.xmatch.si(batch_id, oids), tasks.correct.si(batch_id, oids)),
+        tasks.magstats.si(batch_id, oids),
+    )
+
+
+def launch(batch_result):
+    """Start the canvas of an ingested batch; returns its AsyncResult, or None when nothing is new."""
+    if not batch_result.oids:
+        return None
+    return build(batch_result.batch_id, batch_result.oids).apply_async()

@@ -1,0 +1,90 @@
+"""Batch writes: one multi-row INSERT per table per batch, on PostgreSQL and SQLite alike.
+
+Django's bulk_create builds a model instance per row; at ingest rates (tens of thousands of rows per
+second) that dominates, so plain dict rows go straight to ``INSERT ... ON CONFLICT``, with the table
+and column names taken from the models. Both backends support ``ON CONFLICT`` and ``RETURNING``.
+"""
+import math
+
+from django.db import connection, models
+from django.utils import timezone
+
+MAX_PARAMS = 30000
+
+
+def now_param():
+    return connection.ops.adapt_datetimefield_value(timezone.now())
+
+
+def _columns(model, fields):
+    return [model._meta.get_field(name).column for name in fields]
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _chunks(rows, fields):
+    size = max(1, MAX_PARAMS // max(1, len(fields)))
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _execute(sql_head, sql_tail, rows, fields, returning):
+    """Run the statement over row chunks; returns the RETURNING values of all chunks."""
+    qn = connection.ops.quote_name
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    returned = []
+    with connection.cursor() as cursor:
+        for chunk in _chunks(rows, fields):
+            params = [_clean(row.get(name)) for row in chunk for name in fields]
+            sql = f"{sql_head} VALUES {', '.join([placeholder] * len(chunk))} {sql_tail}"
+            if returning:
+                sql += f" RETURNING {qn(returning)}"
+            cursor.execute(sql, params)
+            if returning:
+                returned.extend(r[0] for r in cursor.fetchall())
+    return returned
+
+
+def insert_ignore(model: type[models.Model], rows: list[dict], fields=None, returning=None):
+    """Insert rows, skipping those that clash with a unique key. Returns the inserted ``returning``
+    column values (the primary key by default), so callers count what was really new."""
+    if not rows:
+        return []
+    fields = fields or list(rows[0])
+    qn = connection.ops.quote_name
+    returning = returning or model._meta.pk.column
+    head = f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in _columns(model, fields))})"
+    return _execute(head, "ON CONFLICT DO NOTHING", rows, fields, returning)
+
+
+def upsert(model, rows, unique_fields, update_fields, newer_than=None, fields=None):
+    """Insert or update on ``unique_fields``. With ``newer_than`` (a column), an existing row is only
+    overwritten by a row whose value in that column is larger (the newest alert wins)."""
+    if not rows:
+        return 0
+    fields = fields or list(rows[0])
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    head = f"INSERT INTO {table} ({', '.join(qn(c) for c in _columns(model, fields))})"
+    sets = ", ".join(f"{qn(c)} = excluded.{qn(c)}" for c in _columns(model, update_fields))
+    tail = f"ON CONFLICT ({', '.join(qn(c) for c in _columns(model, unique_fields))}) DO UPDATE SET {sets}"
+    if newer_than:
+        column = qn(model._meta.get_field(newer_than).column)
+        tail += f" WHERE {table}.{column} < excluded.{column}"
+    _execute(head, tail, rows, fields, None)
+    return len(rows)
+
+
+def existing_values(model, field, values):
+    """The subset of ``values`` already present in ``model.field`` (one query per few thousand values)."""
+    values = list(values)
+    found = set()
+    for start in range(0, len(values), 5000):
+        found.update(
+            model.objects.filter(**{f"{field}__in": values[start : start + 5000]}).values_list(field, flat=True)
+        )
+    return found

@@ -1,0 +1,26 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from pipeline.runner import ingest_paths
+
+
+class Command(BaseCommand):
+    help = "Ingest ZTF Avro alerts (files, folders, nightly .tar.gz archives) and run each batch's pipeline."
+
+    def add_arguments(self, parser):
+        parser.add_argument("paths", nargs="+")
+        parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
+        parser.add_argument("--no-pipeline", action="store_true", help="Store the alerts only; run no later step")
+        parser.add_argument("--no-wait", action="store_true", help="With workers: do not wait for the steps to finish")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, **opts):
+        summary = ingest_paths(
+            opts["paths"],
+            batch_size=opts["batch_size"],
+            pipeline=not opts["no_pipeline"],
+            wait=not opts["no_wait"],
+            progress=not opts["no_progress"],
+            out=self.stdout,
+        )
+        self.stdout.write(summary.report())

@@ -1,0 +1,344 @@
+"""Tables of the broker. Names follow ALeRCE's public ZTF database so its users feel at home.
+
+Magnitudes are AB, times MJD, filter ids ZTF's (1 g, 2 r, 3 i).
+"""
+from django.db import models
+
+BANDS = [(1, "g"), (2, "r"), (3, "i")]
+
+
+class Object(models.Model):
+    oid = models.CharField(primary_key=True, max_length=32)
+    survey = models.CharField(max_length=16, default="ztf")
+    simulated = models.BooleanField(default=False, help_text="Packet came from the simulator, not a telescope")
+    meanra = models.FloatField(help_text="deg")
+    meandec = models.FloatField(help_text="deg")
+    sigmara = models.FloatField(null=True, blank=True, help_text="arcsec")
+    sigmadec = models.FloatField(null=True, blank=True, help_text="arcsec")
+    firstmjd = models.FloatField(null=True, blank=True)
+    lastmjd = models.FloatField(null=True, blank=True)
+    deltamjd = models.FloatField(null=True, blank=True)
+    ndet = models.IntegerField(default=0)
+    ndethist = models.IntegerField(null=True, blank=True)
+    ncovhist = models.IntegerField(null=True, blank=True)
+    mjdstarthist = models.FloatField(null=True, blank=True)
+    mjdendhist = models.FloatField(null=True, blank=True)
+    corrected = models.BooleanField(null=True, blank=True)
+    stellar = models.BooleanField(null=True, blank=True)
+    step_id_corr = models.CharField(max_length=32, blank=True, default="")
+    g_r_max = models.FloatField(null=True, blank=True)
+    g_r_max_corr = models.FloatField(null=True, blank=True)
+    g_r_mean = models.FloatField(null=True, blank=True)
+    g_r_mean_corr = models.FloatField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "object"
+        indexes = [
+            models.Index(fields=["meandec", "meanra"], name="object_position"),
+            models.Index(fields=["lastmjd"], name="object_lastmjd"),
+            models.Index(fields=["firstmjd"], name="object_firstmjd"),
+        ]
+
+    def __str__(self):
+        return self.oid
+
+
+class Detection(models.Model):
+    candid = models.BigIntegerField(primary_key=True)
+    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="detections")
+    mjd = models.FloatField()
+    fid = models.SmallIntegerField(choices=BANDS)
+    pid = models.BigIntegerField(null=True, blank=True)
+    ra = models.FloatField()
+    dec = models.FloatField()
+    magpsf = models.FloatField()
+    sigmapsf = models.FloatField()
+    magap = models.FloatField(null=True, blank=True)
+    sigmagap = models.FloatField(null=True, blank=True)
+    diffmaglim = models.FloatField(null=True, blank=True)
+    isdiffpos = models.SmallIntegerField(help_text="+1 positive difference, -1 negative")
+    rb = models.FloatField(null=True, blank=True)
+    drb = models.FloatField(null=True, blank=True)
+    rbversion = models.CharField(max_length=16, null=True, blank=True)
+    drbversion = models.CharField(max_length=16, null=True, blank=True)
+    magnr = models.FloatField(null=True, blank=True)
+    sigmagnr = models.FloatField(null=True, blank=True)
+    distnr = models.FloatField(null=True, blank=True)
+    chinr = models.FloatField(null=True, blank=True)
+    sharpnr = models.FloatField(null=True, blank=True)
+    fwhm = models.FloatField(null=True, blank=True)
+    elong = models.FloatField(null=True, blank=True)
+    nneg = models.IntegerField(null=True, blank=True)
+    nbad = models.IntegerField(null=True, blank=True)
+    field = models.IntegerField(null=True, blank=True)
+    rcid = models.IntegerField(null=True, blank=True)
+    programid = models.IntegerField(null=True, blank=True)
+    sgscore1 = models.FloatField(null=True, blank=True)
+    distpsnr1 = models.FloatField(null=True, blank=True)
+    ssdistnr = models.FloatField(null=True, blank=True)
+    ssmagnr = models.FloatField(null=True, blank=True)
+    ssnamenr = models.CharField(max_length=32, null=True, blank=True)
+    has_stamp = models.BooleanField(default=False)
+    parent_candid = models.BigIntegerField(null=True, blank=True, help_text="Alert that delivered this row")
+    # Filled by the correction step.
+    magpsf_corr = models.FloatField(null=True, blank=True)
+    sigmapsf_corr = models.FloatField(null=True, blank=True)
+    sigmapsf_corr_ext = models.FloatField(null=True, blank=True)
+    corrected = models.BooleanField(null=True, blank=True)
+    dubious = models.BooleanField(null=True, blank=True)
+    corr_note = models.CharField(max_length=64, blank=True, default="", help_text="Why no corrected value")
+    step_id_corr = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        db_table = "detection"
+        indexes = [models.Index(fields=["oid", "fid", "mjd"], name="detection_oid_fid_mjd")]
+
+    def __str__(self):
+        return str(self.candid)
+
+
+class NonDetection(models.Model):
+    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="non_detections")
+    fid = models.SmallIntegerField(choices=BANDS)
+    mjd = models.FloatField()
+    diffmaglim = models.FloatField()
+    parent_candid = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "non_detection"
+        constraints = [models.UniqueConstraint(fields=["oid", "fid", "mjd"], name="non_detection_unique")]
+
+
+class Ps1(models.Model):
+    """The three nearest Pan-STARRS1 sources the alert carries; newest alert wins."""
+
+    oid = models.OneToOneField(Object, primary_key=True, on_delete=models.CASCADE, db_column="oid")
+    candid = models.BigIntegerField()
+    objectidps1 = models.BigIntegerField(null=True, blank=True)
+    sgmag1 = models.FloatField(null=True, blank=True)
+    srmag1 = models.FloatField(null=True, blank=True)
+    simag1 = models.FloatField(null=True, blank=True)
+    szmag1 = models.FloatField(null=True, blank=True)
+    sgscore1 = models.FloatField(null=True, blank=True)
+    distpsnr1 = models.FloatField(null=True, blank=True)
+    objectidps2 = models.BigIntegerField(null=True, blank=True)
+    sgmag2 = models.FloatField(null=True, blank=True)
+    srmag2 = models.FloatField(null=True, blank=True)
+    simag2 = models.FloatField(null=True, blank=True)
+    szmag2 = models.FloatField(null=True, blank=True)
+    sgscore2 = models.FloatField(null=True, blank=True)
+    distpsnr2 = models.FloatField(null=True, blank=True)
+    objectidps3 = models.BigIntegerField(null=True, blank=True)
+    sgmag3 = models.FloatField(null=True, blank=True)
+    srmag3 = models.FloatField(null=True, blank=True)
+    simag3 = models.FloatField(null=True, blank=True)
+    szmag3 = models.FloatField(null=True, blank=True)
+    sgscore3 = models.FloatField(null=True, blank=True)
+    distpsnr3 = models.FloatField(null=True, blank=True)
+    nmtchps = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "ps1_ztf"
+        verbose_name = "PS1 match"
+
+
+class Gaia(models.Model):
+    oid = models.OneToOneField(Object, primary_key=True, on_delete=models.CASCADE, db_column="oid")
+    candid = models.BigIntegerField()
+    neargaia = models.FloatField(null=True, blank=True, help_text="arcsec")
+    neargaiabright = models.FloatField(null=True, blank=True, help_text="arcsec")
+    maggaia = models.FloatField(null=True, blank=True)
+    maggaiabright = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        db_table = "gaia_ztf"
+        verbose_name = "Gaia match"
+
+
+class SolarSystem(models.Model):
+    oid = models.OneToOneField(Object, primary_key=True, on_delete=models.CASCADE, db_column="oid")
+    candid = models.BigIntegerField()
+    ssdistnr = models.FloatField(null=True, blank=True, help_text="arcsec")
+    ssmagnr = models.FloatField(null=True, blank=True)
+    ssnamenr = models.CharField(max_length=32, null=True, blank=True)
+
+    class Meta:
+        db_table = "ss_ztf"
+        verbose_name = "solar-system match"
+
+
+class RawAlert(models.Model):
+    """Index of the raw archive: where each packet's bytes are kept."""
+
+    candid = models.BigIntegerField(primary_key=True)
+    oid = models.CharField(max_length=32, db_index=True)
+    archive_key = models.CharField(max_length=255)
+    schemavsn = models.CharField(max_length=16, null=True, blank=True)
+    publisher = models.CharField(max_length=128, null=True, blank=True)
+    size = models.IntegerField()
+    batch_id = models.CharField(max_length=64, db_index=True)
+    ingested = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "raw_alert"
+
+
+class Quarantine(models.Model):
+    """Input that could not be used, with the reason; its bytes stay in the archive."""
+
+    sha256 = models.CharField(max_length=64)
+    reason = models.TextField()
+    source = models.CharField(max_length=512, help_text="File (and archive member) it came from")
+    archive_key = models.CharField(max_length=255, blank=True, default="")
+    size = models.IntegerField(default=0)
+    oid = models.CharField(max_length=32, blank=True, default="")
+    candid = models.BigIntegerField(null=True, blank=True)
+    batch_id = models.CharField(max_length=64, blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "quarantine"
+        constraints = [models.UniqueConstraint(fields=["sha256"], name="quarantine_unique_bytes")]
+
+
+class StepTiming(models.Model):
+    """When each step started and finished on each batch (for latency distributions)."""
+
+    batch_id = models.CharField(max_length=64)
+    step = models.CharField(max_length=32)
+    started = models.DateTimeField()
+    finished = models.DateTimeField()
+    n = models.IntegerField(default=0, help_text="Items the step handled")
+    hostname = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        db_table = "step_timing"
+        constraints = [models.UniqueConstraint(fields=["batch_id", "step"], name="step_timing_unique")]
+        indexes = [models.Index(fields=["step", "finished"], name="step_timing_step_finished")]
+
+    @property
+    def seconds(self):
+        return (self.finished - self.started).total_seconds()
+
+
+class MagStats(models.Model):
+    """Per object and band statistics of the light curve (uncorrected and corrected magnitudes)."""
+
+    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="magstats")
+    fid = models.SmallIntegerField(choices=BANDS)
+    stellar = models.BooleanField(null=True, blank=True)
+    corrected = models.BooleanField(null=True, blank=True)
+    ndet = models.IntegerField()
+    ndubious = models.IntegerField(default=0)
+    firstmjd = models.FloatField(null=True, blank=True)
+    lastmjd = models.FloatField(null=True, blank=True)
+    magmean = models.FloatField(null=True, blank=True)
+    magmedian = models.FloatField(null=True, blank=True)
+    magmax = models.FloatField(null=True, blank=True)
+    magmin = models.FloatField(null=True, blank=True)
+    magsigma = models.FloatField(null=True, blank=True)
+    maglast = models.FloatField(null=True, blank=True)
+    magfirst = models.FloatField(null=True, blank=True)
+    magmean_corr = models.FloatField(null=True, blank=True)
+    magmedian_corr = models.FloatField(null=True, blank=True)
+    magmax_corr = models.FloatField(null=True, blank=True)
+    magmin_corr = models.FloatField(null=True, blank=True)
+    magsigma_corr = models.FloatField(null=True, blank=True)
+    maglast_corr = models.FloatField(null=True, blank=True)
+    magfirst_corr = models.FloatField(null=True, blank=True)
+    dmdt_first = models.FloatField(null=True, blank=True)
+    dm_first = models.FloatField(null=True, blank=True)
+    sigmadm_first = models.FloatField(null=True, blank=True)
+    dt_first = models.FloatField(null=True, blank=True)
+    step_id_corr = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        db_table = "magstat"
+        verbose_name_plural = "magstats"
+        constraints = [models.UniqueConstraint(fields=["oid", "fid"], name="magstat_unique")]
+
+
+class AllWise(models.Model):
+    """An AllWISE source (VizieR II/328/allwise names): W1-W4 (Vega) and the 2MASS J, H, K it carries."""
+
+    catid = models.CharField(primary_key=True, max_length=32, help_text="AllWISE designation")
+    ra = models.FloatField()
+    dec = models.FloatField()
+    W1mag = models.FloatField(null=True, blank=True)
+    e_W1mag = models.FloatField(null=True, blank=True)
+    W2mag = models.FloatField(null=True, blank=True)
+    e_W2mag = models.FloatField(null=True, blank=True)
+    W3mag = models.FloatField(null=True, blank=True)
+    e_W3mag = models.FloatField(null=True, blank=True)
+    W4mag = models.FloatField(null=True, blank=True)
+    e_W4mag = models.FloatField(null=True, blank=True)
+    Jmag = models.FloatField(null=True, blank=True)
+    e_Jmag = models.FloatField(null=True, blank=True)
+    Hmag = models.FloatField(null=True, blank=True)
+    e_Hmag = models.FloatField(null=True, blank=True)
+    Kmag = models.FloatField(null=True, blank=True)
+    e_Kmag = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        db_table = "allwise"
+        verbose_name = "AllWISE source"
+
+
+class Xmatch(models.Model):
+    """Nearest catalogue source of an object within the match radius."""
+
+    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="xmatches")
+    catalog = models.CharField(max_length=32)
+    catid = models.CharField(max_length=64)
+    dist = models.FloatField(help_text="arcsec")
+
+    class Meta:
+        db_table = "xmatch"
+        verbose_name_plural = "cross-matches"
+        constraints = [models.UniqueConstraint(fields=["oid", "catalog"], name="xmatch_unique")]
+
+
+class XmatchPending(models.Model):
+    """Objects whose cross-match failed for a transient reason, queued for a later retry."""
+
+    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid")
+    catalog = models.CharField(max_length=32)
+    attempts = models.IntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    updated = models.DateTimeField()
+
+    class Meta:
+        db_table = "xmatch_pending"
+        verbose_name_plural = "cross-matches pending"
+        constraints = [models.UniqueConstraint(fields=["oid", "catalog"], name="xmatch_pending_unique")]
+
+
+class Feature(models.Model):
+    """One light-curve feature of an object; missing values are NULL with the reason."""
+
+    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="features")
+    name = models.CharField(max_length=48)
+    fid = models.SmallIntegerField(null=True, blank=True, help_text="Band of a per-band feature; null if multi-band")
+    value = models.FloatField(null=True, blank=True)
+    missing_reason = models.CharField(max_length=64, blank=True, default="")
+    version = models.CharField(max_length=32)
+
+    class Meta:
+        db_table = "feature"
+        constraints = [models.UniqueConstraint(fields=["oid", "name", "version"], name="feature_unique")]
+        indexes = [models.Index(fields=["name", "version"], name="feature_name_version")]
+
+
+class ObjectFeatureState(models.Model):
+    """Which light curve the features of an object were computed from, and when."""
+
+    oid = models.OneToOneField(Object, primary_key=True, on_delete=models.CASCADE, db_column="oid")
+    version = models.CharField(max_length=32)
+    lc_used = models.CharField(max_length=16, help_text="corrected or uncorrected magnitudes")
+    ndet = models.IntegerField(help_text="Detections when computed; a new detection triggers a recompute")
+    computed = models.DateTimeField()
+
+    class Meta:
+        db_table = "feature_state"

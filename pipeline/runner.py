@@ -1,0 +1,44 @@
+"""Drive ingestion from the command line: batches, progress bar, the canvas of each batch, a summary."""
+import logging
+import sys
+
+from tqdm import tqdm
+
+from . import canvas
+from .backends import archive
+from .ingest import IngestSummary, ingest_batch
+from .sources import Packet, batched, iter_packets
+
+log = logging.getLogger(__name__)
+
+
+def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, out=sys.stdout, is_simulated=None):
+    """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any)."""
+    from .simulate import is_simulated_oid
+
+    total = IngestSummary()
+    pending = []
+    bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
+    for items in batched(iter_packets(paths), batch_size):
+        result = ingest_batch(items, archive(), is_simulated=is_simulated or is_simulated_oid)
+        total.add(result.summary)
+        for source, reason in result.quarantine_reasons:
+            bar.write(f"quarantined {source}: {reason}")
+        bar.update(sum(1 for item in items if isinstance(item, Packet)))
+        if pipeline:
+            try:
+                handle = canvas.launch(result)
+            except Exception as exc:  # a failed step must not stop ingestion: alerts are stored
+                log.exception("pipeline failed for batch %s", result.batch_id)
+                total.step_failures.append(f"batch {result.batch_id}: {exc!r}")
+                continue
+            if handle is not None:
+                pending.append((result.batch_id, handle))
+    bar.close()
+    if wait:
+        for batch_id, handle in pending:
+            try:
+                handle.get(disable_sync_subtasks=False, propagate=True)
+            except Exception as exc:
+                total.step_failures.append(f"batch {batch_id}: {exc!r}")
+    return total

@@ -1,0 +1,135 @@
+"""Thin Celery tasks: load a batch from the database, call one step, bulk-write, return ids.
+
+Every step task has one signature, ``(batch_id, oids)``, records its start and end in StepTiming,
+retries only on transient database faults, and is idempotent (writes are upserts on natural keys).
+The order of steps lives in canvas.py, not here.
+"""
+import functools
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from . import db, loaders
+from .backends import xmatch_backend
+from .ingest import IngestSummary, ingest_batch, new_batch_id, record_timing
+from .models import AllWise, Detection, MagStats, Object, Xmatch, XmatchPending
+from .sources import batched, iter_packets
+from .steps import correction, magstats as magstats_step
+from .steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+
+def step_task(step, **options):
+    """Register ``fn(oids) -> n`` as the pipeline step ``step``: timing, retries, one contract."""
+
+    def decorator(fn):
+        @shared_task(
+            name=f"pipeline.tasks.{fn.__name__}",
+            autoretry_for=TRANSIENT_ERRORS,
+            retry_backoff=True,
+            max_retries=5,
+            **options,
+        )
+        @functools.wraps(fn)
+        def task(batch_id, oids):
+            started = timezone.now()
+            n = fn(list(oids))
+            record_timing(batch_id, step, started, n)
+            return {"batch_id": batch_id, "step": step, "n": n}
+
+        return task
+
+    return decorator
+
+
+@step_task("correct")
+def correct(oids):
+    detections = loaders.detections(oids, loaders.DETECTION_FIELDS)
+    if detections.empty:
+        return 0
+    corrected, objects = correction.correct_objects(detections)
+    rows = loaders.records(corrected[loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS])
+    db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
+    for (is_corrected, is_stellar), group in objects.groupby(["corrected", "stellar"], dropna=False):
+        Object.objects.filter(oid__in=list(group["oid"])).update(
+            corrected=loaders.maybe_bool(is_corrected),
+            stellar=loaders.maybe_bool(is_stellar),
+            step_id_corr=correction.CORRECTION_VERSION,
+        )
+    return len(rows)
+
+
+@step_task("magstats")
+def magstats(oids):
+    detections = loaders.detections(oids, loaders.MAGSTATS_INPUT_FIELDS)
+    if detections.empty:
+        return 0
+    non_detections = loaders.non_detections(oids)
+    flags = loaders.object_flags(oids)
+    stats = magstats_step.magstats(detections, non_detections)
+    stats = stats.merge(flags[["oid", "step_id_corr"]], on="oid", how="left")
+    columns = [f.name for f in MagStats._meta.concrete_fields if f.name != "id"]
+    stats_rows = loaders.records(stats.reindex(columns=columns))
+    db.upsert(MagStats, stats_rows, unique_fields=["oid", "fid"], update_fields=columns[2:])
+
+    per_object = magstats_step.object_stats(detections, flags)
+    loaders.update_objects(per_object, loaders.OBJECT_STAT_FIELDS)
+    return len(stats_rows)
+
+
+@step_task("xmatch")
+def xmatch(oids):
+    objects = loaders.object_positions(oids)
+    try:
+        matches = xmatch_backend().match(objects, radius_arcsec=settings.XMATCH_RADIUS_ARCSEC)
+    except XmatchUnavailable as exc:
+        failed = exc.oids or list(objects["oid"])
+        log.warning("cross-match unavailable, %d objects queued for retry: %s", len(failed), exc)
+        write_xmatches(exc.partial)
+        loaders.queue_xmatch_retry(failed, CATALOG, str(exc))
+        return len(exc.partial)
+    write_xmatches(matches)
+    XmatchPending.objects.filter(oid__in=oids, catalog=CATALOG).delete()
+    return len(matches)
+
+
+def write_xmatches(matches):
+    if matches.empty:
+        return
+    sources = matches.drop_duplicates("catid")[["catid", "ra", "dec"] + ALLWISE_PHOTOMETRY]
+    db.upsert(AllWise, loaders.records(sources), unique_fields=["catid"], update_fields=["ra", "dec"] + ALLWISE_PHOTOMETRY)
+    db.upsert(
+        Xmatch,
+        loaders.records(matches[["oid", "catalog", "catid", "dist"]]),
+        unique_fields=["oid", "catalog"],
+        update_fields=["catid", "dist"],
+    )
+
+
+@shared_task(name="pipeline.tasks.retry_pending_xmatch")
+def retry_pending_xmatch(limit=1000):
+    """Cross-match the objects queued by earlier failures; what fails again stays queued."""
+    oids = list(XmatchPending.objects.filter(catalog=CATALOG).order_by("updated").values_list("oid", flat=True)[:limit])
+    if oids:
+        xmatch(new_batch_id(), oids)
+    return len(oids)
+
+
+@shared_task(name="pipeline.tasks.ingest_files", autoretry_for=TRANSIENT_ERRORS, max_retries=3)
+def ingest_files(paths, batch_size=None):
+    """Ingest files visible to the worker (a shared folder), then launch each batch's canvas."""
+    from . import canvas
+    from .backends import archive
+
+    total = IngestSummary()
+    for items in batched(iter_packets(paths), batch_size or settings.ALERT_BATCH_SIZE):
+        result = ingest_batch(items, archive())
+        total.add(result.summary)
+        canvas.launch(result)
+    return total.as_dict()

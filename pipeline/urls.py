@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "pipeline"
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("alerts/<int:candid>.avro", views.alert_avro, name="alert-avro"),
+]

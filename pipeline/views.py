@@ -1,0 +1,36 @@
+"""Web views: the alert Avro API (raw packets as stored) and a small status page."""
+from django.db.models import Count
+from django.http import Http404, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from .backends import archive
+from .models import Detection, NonDetection, Object, Quarantine, RawAlert, StepTiming
+from .storage import ArchiveMissing
+
+
+@require_GET
+def alert_avro(request, candid):
+    """``GET /alerts/<candid>.avro``: the packet's bytes exactly as they were received."""
+    try:
+        raw = RawAlert.objects.get(candid=candid)
+        data = archive().load(raw.archive_key)
+    except (RawAlert.DoesNotExist, ArchiveMissing):
+        raise Http404(f"no stored alert with candid {candid}")
+    response = HttpResponse(data, content_type="avro/binary")
+    response["Content-Disposition"] = f'attachment; filename="{candid}.avro"'
+    return response
+
+
+@require_GET
+def index(request):
+    counts = {
+        "objects": Object.objects.count(),
+        "detections": Detection.objects.count(),
+        "non_detections": NonDetection.objects.count(),
+        "alerts": RawAlert.objects.count(),
+        "quarantined": Quarantine.objects.count(),
+    }
+    steps = StepTiming.objects.values("step").annotate(batches=Count("id")).order_by("step")
+    latest = Object.objects.order_by("-lastmjd", "oid")[:50]
+    return render(request, "pipeline/index.html", {"counts": counts, "steps": steps, "latest": latest})
