@@ -32,6 +32,22 @@ def _chunks(rows, fields):
         yield rows[start : start + size]
 
 
+def _defaults(model, fields):
+    """Model defaults of the columns a row leaves out (the database knows none of them)."""
+    return {
+        f.name: f.get_default()
+        for f in model._meta.concrete_fields
+        if f.name not in fields and f.has_default() and not callable(f.default)
+    }
+
+
+def _with_defaults(model, rows, fields):
+    defaults = _defaults(model, fields)
+    if not defaults:
+        return rows, fields
+    return [{**defaults, **row} for row in rows], fields + list(defaults)
+
+
 def _execute(sql_head, sql_tail, rows, fields, returning):
     """Run the statement over row chunks; returns the RETURNING values of all chunks."""
     qn = connection.ops.quote_name
@@ -54,7 +70,7 @@ def insert_ignore(model: type[models.Model], rows: list[dict], fields=None, retu
     column values (the primary key by default), so callers count what was really new."""
     if not rows:
         return []
-    fields = fields or list(rows[0])
+    rows, fields = _with_defaults(model, rows, fields or list(rows[0]))
     qn = connection.ops.quote_name
     returning = returning or model._meta.pk.column
     head = f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in _columns(model, fields))})"
@@ -66,7 +82,7 @@ def upsert(model, rows, unique_fields, update_fields, newer_than=None, fields=No
     overwritten by a row whose value in that column is larger (the newest alert wins)."""
     if not rows:
         return 0
-    fields = fields or list(rows[0])
+    rows, fields = _with_defaults(model, rows, fields or list(rows[0]))
     qn = connection.ops.quote_name
     table = qn(model._meta.db_table)
     head = f"INSERT INTO {table} ({', '.join(qn(c) for c in _columns(model, fields))})"

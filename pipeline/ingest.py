@@ -224,7 +224,13 @@ def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) 
     with transaction.atomic():
         new_oids = _write_objects(objects, {o for o in objects if is_simulated(o)}, now)
         summary.new_objects = len(new_oids)
-        summary.detections = len(db.insert_ignore(Detection, list(detections.values())))
+        inserted = set(db.insert_ignore(Detection, list(detections.values())))
+        summary.detections = len(inserted)
+        # An alert's own candidate may already be stored as a prv copy from a later alert: the alert's
+        # version (with its stamp flag and the PS1 fields a prv copy lacks) replaces it.
+        known_own = [alert.detection for _, alert in fresh if alert.candid not in inserted]
+        if known_own:
+            db.upsert(Detection, known_own, unique_fields=["candid"], update_fields=list(known_own[0]))
         summary.non_detections = len(db.insert_ignore(NonDetection, list(non_detections.values())))
         for model, rows in ((Ps1, ps1), (Gaia, gaia), (SolarSystem, ss)):
             rows = list(rows.values())

@@ -73,7 +73,7 @@ def magstats(oids):
     non_detections = loaders.non_detections(oids)
     flags = loaders.object_flags(oids)
     stats = magstats_step.magstats(detections, non_detections)
-    stats = stats.merge(flags[["oid", "step_id_corr"]], on="oid", how="left")
+    stats["step_id_corr"] = correction.CORRECTION_VERSION
     columns = [f.name for f in MagStats._meta.concrete_fields if f.name != "id"]
     stats_rows = loaders.records(stats.reindex(columns=columns))
     db.upsert(MagStats, stats_rows, unique_fields=["oid", "fid"], update_fields=columns[2:])

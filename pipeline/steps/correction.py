@@ -134,7 +134,23 @@ def correct(detections: pd.DataFrame) -> pd.DataFrame:
     failed = corrected & (np.isnan(m_corr) | np.isnan(dm_corr))
     out["corrected"] = corrected
     out["dubious"] = (~corrected & negative) | (corrected != first_corrected) | failed
+    out["corr_note"] = correction_notes(corrected, m_corr, dm_corr)
+    out["step_id_corr"] = CORRECTION_VERSION
     return out
+
+
+NOTE_NO_REFERENCE = "no reference source within 1.4 arcsec"
+NOTE_FLUX_NOT_POSITIVE = "reference + difference flux not positive"
+NOTE_NEGATIVE_VARIANCE = "error undefined: reference error exceeds difference error"
+
+
+def correction_notes(corrected, m_corr, dm_corr):
+    """Why a detection has no (complete) corrected photometry; empty where it has."""
+    notes = np.full(len(corrected), "", dtype=object)
+    notes[~corrected] = NOTE_NO_REFERENCE
+    notes[corrected & np.isnan(dm_corr)] = NOTE_NEGATIVE_VARIANCE
+    notes[corrected & np.isnan(m_corr)] = NOTE_FLUX_NOT_POSITIVE
+    return notes
 
 
 def is_stellar(detections: pd.DataFrame) -> pd.Series:

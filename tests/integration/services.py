@@ -1,0 +1,66 @@
+"""Real PostgreSQL and Redis for integration tests: use the running servers, start them if they are
+installed but stopped, or skip with the reason."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+PG_HOST, PG_PORT = os.environ.get("TEST_PG_HOST", "127.0.0.1"), int(os.environ.get("TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+REDIS_HOST, REDIS_PORT = os.environ.get("TEST_REDIS_HOST", "127.0.0.1"), int(os.environ.get("TEST_REDIS_PORT", "6379"))
+
+
+def port_open(host, port, timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(host, port, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _start_postgres():
+    if not shutil.which("pg_ctlcluster"):
+        return "PostgreSQL is not installed here (no pg_ctlcluster)"
+    versions = sorted(p.name for p in Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").exists() else []
+    if not versions:
+        return "PostgreSQL is installed but has no cluster in /etc/postgresql"
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
+                   capture_output=True, timeout=60)
+    return None
+
+
+def _start_redis():
+    if not shutil.which("redis-server"):
+        return "Redis is not installed here (no redis-server)"
+    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", REDIS_HOST, "--port", str(REDIS_PORT),
+                    "--save", "", "--appendonly", "no"], capture_output=True, timeout=30)
+    return None
+
+
+def require_postgres():
+    if not port_open(PG_HOST, PG_PORT):
+        problem = _start_postgres()
+        if problem or not _wait(PG_HOST, PG_PORT):
+            pytest.skip(f"no PostgreSQL on {PG_HOST}:{PG_PORT}: {problem or 'it did not start'}")
+    return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}"
+
+
+def require_redis():
+    if not port_open(REDIS_HOST, REDIS_PORT):
+        problem = _start_redis()
+        if problem or not _wait(REDIS_HOST, REDIS_PORT):
+            pytest.skip(f"no Redis on {REDIS_HOST}:{REDIS_PORT}: {problem or 'it did not start'}")
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}"
