@@ -48,18 +48,34 @@ def _with_defaults(model, rows, fields):
     return [{**defaults, **row} for row in rows], fields + list(defaults)
 
 
-def _execute(sql_head, sql_tail, rows, fields, returning):
-    """Run the statement over row chunks; returns the RETURNING values of all chunks."""
+def _execute(model, sql_head, sql_tail, rows, fields, returning):
+    """Run the statement over all rows; returns the RETURNING values.
+
+    PostgreSQL gets one array parameter per column (``SELECT * FROM unnest(...)``): the SQL text stays
+    short and fixed, so the driver does not re-parse a statement of thousands of placeholders. SQLite
+    gets multi-row VALUES in chunks below its parameter limit.
+    """
     qn = connection.ops.quote_name
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    suffix = f" RETURNING {qn(returning)}" if returning else ""
     returned = []
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        types = [model._meta.get_field(name).db_type(connection) for name in fields]
+        arrays = ", ".join(f"%b::{t}[]" for t in types)
+        columns = [[_clean(row.get(name)) for row in rows] for name in fields]
+        connection.ensure_connection()
+        # Server-side binding (Django's own cursors quote parameters client-side, slow for big arrays).
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(f"{sql_head} SELECT * FROM unnest({arrays}) {sql_tail}{suffix}", columns)
+            if returning:
+                returned.extend(r[0] for r in cursor.fetchall())
+        return returned
     with connection.cursor() as cursor:
+        placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
         for chunk in _chunks(rows, fields):
             params = [_clean(row.get(name)) for row in chunk for name in fields]
-            sql = f"{sql_head} VALUES {', '.join([placeholder] * len(chunk))} {sql_tail}"
-            if returning:
-                sql += f" RETURNING {qn(returning)}"
-            cursor.execute(sql, params)
+            cursor.execute(f"{sql_head} VALUES {', '.join([placeholder] * len(chunk))} {sql_tail}{suffix}", params)
             if returning:
                 returned.extend(r[0] for r in cursor.fetchall())
     return returned
@@ -74,7 +90,7 @@ def insert_ignore(model: type[models.Model], rows: list[dict], fields=None, retu
     qn = connection.ops.quote_name
     returning = returning or model._meta.pk.column
     head = f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in _columns(model, fields))})"
-    return _execute(head, "ON CONFLICT DO NOTHING", rows, fields, returning)
+    return _execute(model, head, "ON CONFLICT DO NOTHING", rows, fields, returning)
 
 
 def upsert(model, rows, unique_fields, update_fields, newer_than=None, fields=None):
@@ -91,7 +107,7 @@ def upsert(model, rows, unique_fields, update_fields, newer_than=None, fields=No
     if newer_than:
         column = qn(model._meta.get_field(newer_than).column)
         tail += f" WHERE {table}.{column} < excluded.{column}"
-    _execute(head, tail, rows, fields, None)
+    _execute(model, head, tail, rows, fields, None)
     return len(rows)
 
 

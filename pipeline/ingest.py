@@ -10,6 +10,7 @@ import logging
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
 from django.db import transaction
@@ -24,6 +25,7 @@ from .surveys.ztf import decode_container, parse_record
 
 log = logging.getLogger(__name__)
 
+_ARCHIVE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive")
 OBJECT_HISTORY_FIELDS = ["ndethist", "ncovhist", "mjdstarthist", "mjdendhist"]
 
 
@@ -220,7 +222,8 @@ def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) 
     objects, detections, non_detections, ps1, gaia, ss = _collect_rows(fresh)
     now = db.now_param()
     packet_keys = _packet_keys(fresh)
-    archive.save_many((key, packet.data) for packet, key in packet_keys.values())
+    # Raw bytes are written while the rows are; the transaction commits only once they are stored.
+    archiving = _ARCHIVE_WRITER.submit(archive.save_many, [(key, p.data) for p, key in packet_keys.values()])
     with transaction.atomic():
         new_oids = _write_objects(objects, {o for o in objects if is_simulated(o)}, now)
         summary.new_objects = len(new_oids)
@@ -242,6 +245,7 @@ def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) 
         )
         quarantine(rejected, archive, batch_id, now)
         summary.quarantined = len(rejected)
+        archiving.result()
         record_timing(batch_id, "ingest", started, len(fresh))
     return BatchResult(
         batch_id=batch_id,

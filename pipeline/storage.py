@@ -118,16 +118,18 @@ class ArchiveBackend:
 class LocalArchive(ArchiveBackend):
     """Archive in a local folder.
 
-    Key ``ztf/123.avro`` is stored as ``<root>/ztf/<h1>/<h2>/123.avro`` where ``h1h2`` are the
-    first four hex digits of the key's MD5: 65 536 leaf folders per key folder, so millions of
-    alerts stay a few dozen files per directory. Writes go to a hidden temporary file in the
+    Key ``ztf/123.avro`` is stored as ``<root>/ztf/<h>/123.avro`` where ``h`` is the first three hex
+    digits of the key's MD5: 4096 leaf folders per key folder, so ten million alerts stay a few
+    thousand files per directory, and a night's ingest creates each folder once. Writes go to a hidden temporary file in the
     target folder and are renamed into place (``os.replace``): readers see the old object or the
     new one, never a partial file. ``fsync=True`` also flushes data to disk before the rename.
     """
 
-    def __init__(self, root, fsync=False):
+    def __init__(self, root, fsync=False, max_workers=4):
         self.root = Path(root)
         self.fsync = fsync
+        self.max_workers = max_workers
+        self._folders = set()
 
     def __repr__(self):
         return f"LocalArchive({str(self.root)!r})"
@@ -138,12 +140,14 @@ class LocalArchive(ArchiveBackend):
         head, _, name = key.rpartition("/")
         shard = hashlib.md5(key.encode("utf-8")).hexdigest()
         folder = self.root / head if head else self.root
-        return folder / shard[:2] / shard[2:4] / name
+        return folder / shard[:3] / name
 
     def save(self, key, data):
         data = bytes(data)
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -159,6 +163,17 @@ class LocalArchive(ArchiveBackend):
             except FileNotFoundError:
                 pass
             raise
+
+    def save_many(self, items):
+        """Files are written by a few threads: the time goes to the file system, not Python."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        items = list(items)
+        if len(items) < 8 or self.max_workers <= 1:
+            return super().save_many(items)
+        with ThreadPoolExecutor(self.max_workers) as pool:
+            list(pool.map(lambda item: self.save(*item), items))
+        return len(items)
 
     def load(self, key):
         try:
@@ -184,12 +199,12 @@ class LocalArchive(ArchiveBackend):
         for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = Path(dirpath).relative_to(self.root).parts
-            if len(rel) < 2:
+            if len(rel) < 1:
                 continue
             for name in filenames:
                 if name.startswith(".tmp-"):
                     continue
-                key = "/".join(rel[:-2] + (name,))
+                key = "/".join(rel[:-1] + (name,))
                 if key.startswith(prefix) and self.path(key) == Path(dirpath, name):
                     found.append(key)
         return iter(sorted(found))
