@@ -1,0 +1,112 @@
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from pipeline import bench
+
+SHARED_ZTF = settings.BASE_DIR.parent / "shared" / "data" / "ztf_alerts"
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmarks. `bench ingest`: alerts/s of bare fastavro decoding (the ceiling), parsing, archiving, and "
+        "the full ingest into SQLite and PostgreSQL, plus per-step latency. `bench features`: objects/s of the "
+        "light-curve features, per group."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("what", choices=["ingest", "features", "ingest-db"])
+        parser.add_argument("--alerts", type=int, default=3000, help="Replayed alerts (ingest)")
+        parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
+        parser.add_argument("--data", nargs="+", default=[str(SHARED_ZTF)], help="Folders of real packets")
+        parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+                            help="PostgreSQL server for the database stage ('' to skip)")
+        parser.add_argument("--packets", help=("(internal) folder of replayed packets for ingest-db"))
+        parser.add_argument("--objects", type=int, default=300, help="Simulated objects (features)")
+
+    def handle(self, *args, what, **opts):
+        if what == "ingest":
+            self.bench_ingest(opts)
+        elif what == "ingest-db":
+            self.stdout.write(json.dumps(self.ingest_db(opts["packets"], opts["batch_size"])))
+        else:
+            from pipeline.management.commands._bench_features import run_feature_bench
+
+            run_feature_bench(self.stdout, opts)
+
+    def bench_ingest(self, opts):
+        folders = [Path(p) for p in opts["data"]]
+        if not any(f.exists() for f in folders):
+            raise CommandError(f"no packets: {', '.join(map(str, folders))} absent (the real ZTF packets of ../shared/data)")
+        packets = bench.replay_packets([f for f in folders if f.exists()], opts["alerts"])
+        n = len(packets)
+        self.stdout.write(f"{n} replayed real ZTF alerts, batches of {opts['batch_size']}, one process\n")
+        self.stdout.write(f"  bare fastavro decoding        {bench.bench_decode(packets):8.0f} alerts/s  (ceiling)")
+        self.stdout.write(f"  parse (decode + adapter)      {bench.bench_parse(packets):8.0f} alerts/s")
+        self.stdout.write(f"  archive write (local folder)  {bench.bench_archive(packets):8.0f} alerts/s")
+        with tempfile.TemporaryDirectory() as folder:
+            for i, data in enumerate(packets):
+                Path(folder, f"{i:07d}.avro").write_bytes(data)
+            targets = [("SQLite", f"sqlite:///{folder}/bench.sqlite3", None)]
+            if opts["postgres"]:
+                targets.append(("PostgreSQL", None, opts["postgres"]))
+            for label, url, server in targets:
+                try:
+                    result = self.run_db_stage(folder, opts["batch_size"], url, server)
+                except Exception as exc:  # the other backend's figures still print
+                    self.stdout.write(f"  full ingest into {label:<10}  skipped: {exc}")
+                    continue
+                self.stdout.write(
+                    f"  full ingest into {label:<10}    {result['alerts_per_s']:8.0f} alerts/s  "
+                    f"(batch latency median {result['batch_latency_median_s']:.3f} s, max {result['batch_latency_max_s']:.3f} s)"
+                )
+                for step, seconds in result["steps"].items():
+                    self.stdout.write(f"      step {step:<10} {seconds:7.3f} s per batch  ({seconds / opts['batch_size'] * 1000:.2f} ms per alert)")
+
+    def run_db_stage(self, folder, batch_size, sqlite_url, pg_server):
+        """Run the database stage in a child process configured for that database."""
+        env = dict(os.environ, ALERT_ARCHIVE_URL=str(Path(folder) / "archive"), CELERY_BROKER_URL="",
+                   XMATCH_LOCAL_INDEX=str(Path(folder) / "none.npz"))
+        database = None
+        if pg_server:
+            import psycopg
+
+            database = f"bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(f"{pg_server}/postgres", autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')
+            env["DATABASE_URL"] = f"{pg_server}/{database}"
+        else:
+            env["DATABASE_URL"] = sqlite_url
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        try:
+            subprocess.run(manage + ["migrate", "--noinput"], env=env, check=True, capture_output=True)
+            out = subprocess.run(manage + ["bench", "ingest-db", "--packets", folder, "--batch-size", str(batch_size)],
+                                 env=env, check=True, capture_output=True, text=True)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+        except subprocess.CalledProcessError as exc:
+            raise CommandError(exc.stderr[-2000:]) from exc
+        finally:
+            if database:
+                import psycopg
+
+                with psycopg.connect(f"{pg_server}/postgres", autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    def ingest_db(self, folder, batch_size):
+        from pipeline.backends import archive
+        from pipeline.models import RawAlert
+
+        packets = [p.read_bytes() for p in sorted(Path(folder).glob("*.avro"))]
+        result = bench.bench_ingest_db(packets, batch_size, archive())
+        batches = {}
+        for batch_id, oid in RawAlert.objects.values_list("batch_id", "oid"):
+            batches.setdefault(batch_id, set()).add(oid)
+        result["steps"] = bench.bench_steps([(b, sorted(o)) for b, o in sorted(batches.items())][:3])
+        return result
