@@ -289,11 +289,14 @@ def _usable(row, names):
     return True
 
 
-def _night_ok(jd, pid):
-    """Whether ``jd`` falls in (a day either side of) the night encoded in ``pid``."""
-    if pid is None or pid.__class__ is not int or pid < 10**9:
-        return True
-    offset = jd - (NID_JD0 + pid // 10**9)
+def _night_ok(jd, pid, nid=None):
+    """Whether ``jd`` falls in (a day either side of) the row's night: its ``nid`` where the schema
+    carries one, else the night id that ZTF encodes in the first digits of ``pid``."""
+    if nid is None or nid.__class__ is not int:
+        if pid is None or pid.__class__ is not int or pid < 10**9:
+            return True
+        nid = pid // 10**9
+    offset = jd - (NID_JD0 + nid)
     return -1.0 <= offset < 2.0
 
 
@@ -376,7 +379,7 @@ def parse_record(record):
             continue
         is_detection = row.get("candid") is not None
         jd = row.get("jd")
-        if jd is not None and not _night_ok(jd, row.get("pid")):
+        if jd is not None and not _night_ok(jd, row.get("pid"), row.get("nid")):
             off_night += 1
         elif row.get("fid") not in _FIDS:
             incomplete += 1
