@@ -17,10 +17,10 @@ class MjdAgeFilter(admin.SimpleListFilter):
     title = "date (MJD)"
     parameter_name = "mjd_age"
     mjd_field = "mjd"
-    choices = (("1", "last 24 hours"), ("7", "last 7 days"), ("30", "last 30 days"), ("older", "older than 30 days"))
+    ages = (("1", "last 24 hours"), ("7", "last 7 days"), ("30", "last 30 days"), ("older", "older than 30 days"))
 
     def lookups(self, request, model_admin):
-        return self.choices
+        return self.ages
 
     def queryset(self, request, queryset):
         value = self.value()

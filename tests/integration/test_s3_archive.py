@@ -2,9 +2,6 @@
 
 boto3 talks HTTP to the server exactly as it would to AWS or MinIO: no patched clients.
 """
-import socket
-import uuid
-
 import pytest
 
 boto3 = pytest.importorskip("boto3")
@@ -19,40 +16,6 @@ from pipeline.storage import (  # noqa: E402
 )
 
 PAYLOAD = b"Obj\x01\x00\xff\xfe\r\n" + bytes(range(256)) * 64  # 16 KiB of every byte value
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
-                 "ALERT_ARCHIVE_S3_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def bucket(s3_endpoint, aws_env):
-    name = f"alerts-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
