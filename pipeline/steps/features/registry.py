@@ -7,11 +7,9 @@ feature table (Sánchez-Sáez et al. 2021: 178 names), then any feature of ours 
 ``ALERCE_NOT_PRODUCED`` lists the ALeRCE names that no group produces (empty when complete).
 """
 import importlib
-import logging
 import re
 from dataclasses import dataclass
 
-logger = logging.getLogger(__name__)
 
 FEATURE_VERSION = "features-1.0.0"
 BANDS = (1, 2)
@@ -69,13 +67,7 @@ class FeatureSpec:
 
 
 def _load_groups():
-    groups = {}
-    for module_name in GROUP_MODULES:
-        try:
-            groups[module_name] = importlib.import_module(f"{__package__}.{module_name}")
-        except ImportError as exc:  # a group still being written must not break the others
-            logger.warning("feature group %s not importable: %s", module_name, exc)
-    return groups
+    return {name: importlib.import_module(f"{__package__}.{name}") for name in GROUP_MODULES}
 
 
 def _meaning_and_unit(description):
