@@ -16,6 +16,7 @@ def build(batch_id, oids):
     return chain(
         group(tasks.xmatch.si(batch_id, oids), tasks.correct.si(batch_id, oids)),
         tasks.magstats.si(batch_id, oids),
+        tasks.features.si(batch_id, oids),
     )
 
 

@@ -5,7 +5,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import db
-from .models import Detection, NonDetection, Object, XmatchPending
+from .models import AllWise, Detection, NonDetection, Object, ObjectFeatureState, Xmatch, XmatchPending
+from .steps.features.registry import FEATURES
 
 CORRECTION_FIELDS = [
     "magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext", "corrected", "dubious", "corr_note", "step_id_corr",
@@ -20,6 +21,10 @@ OBJECT_STAT_FIELDS = [
     "g_r_max", "g_r_max_corr", "g_r_mean", "g_r_mean_corr",
 ]
 OBJECT_FIELDS = [f.name for f in Object._meta.concrete_fields]
+FEATURE_INPUT_FIELDS = [
+    "oid", "candid", "mjd", "fid", "magpsf", "sigmapsf", "magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext",
+    "isdiffpos", "corrected", "dubious", "rb", "sgscore1", "distpsnr1", "ra", "dec",
+]
 
 
 def frame(queryset, fields):
@@ -80,3 +85,39 @@ def queue_xmatch_retry(oids, catalog, error):
     now = db.now_param()
     rows = [dict(oid=oid, catalog=catalog, attempts=1, last_error=error, updated=now) for oid in oids]
     db.insert_ignore(XmatchPending, rows, returning="oid")
+
+
+def objects_needing_features(oids, version):
+    """Objects with no features of ``version`` yet, or with more detections than when computed."""
+    ndet = dict(Object.objects.filter(oid__in=oids).values_list("oid", "ndet"))
+    done = dict(ObjectFeatureState.objects.filter(oid__in=oids, version=version).values_list("oid", "ndet"))
+    return sorted(oid for oid, n in ndet.items() if done.get(oid) != n)
+
+
+def allwise_photometry(oids):
+    """W1-W4 of each object's AllWISE match (one row per matched object)."""
+    matches = frame(Xmatch.objects.filter(oid__in=oids, catalog="allwise"), ["oid", "catid"])
+    photometry = frame(AllWise.objects.filter(catid__in=list(matches["catid"])),
+                       ["catid", "W1mag", "W2mag", "W3mag", "W4mag"])
+    return matches.merge(photometry, on="catid").drop(columns="catid")
+
+
+def feature_rows(result):
+    """Long rows (oid, name, fid, value, missing_reason, version) of a FeatureResult."""
+    values = result.values.rename_axis("oid").reset_index().melt(id_vars="oid", var_name="name", value_name="value")
+    reasons = result.missing.rename(columns={"feature": "name", "reason": "missing_reason"})
+    rows = values.merge(reasons[["oid", "name", "missing_reason"]], on=["oid", "name"], how="left")
+    rows["missing_reason"] = rows["missing_reason"].fillna("")
+    rows["fid"] = rows["name"].map({name: spec.band for name, spec in FEATURES.items()})
+    rows["version"] = result.version
+    return records(rows[["oid", "name", "fid", "value", "missing_reason", "version"]])
+
+
+def record_feature_state(result):
+    ndet = dict(Object.objects.filter(oid__in=list(result.values.index)).values_list("oid", "ndet"))
+    now = db.now_param()
+    rows = [
+        dict(oid=oid, version=result.version, lc_used=result.lc_used.get(oid, ""), ndet=ndet.get(oid, 0), computed=now)
+        for oid in result.values.index
+    ]
+    db.upsert(ObjectFeatureState, rows, unique_fields=["oid"], update_fields=["version", "lc_used", "ndet", "computed"])

@@ -15,9 +15,10 @@ from django.utils import timezone
 from . import db, loaders
 from .backends import xmatch_backend
 from .ingest import IngestSummary, ingest_batch, new_batch_id, record_timing
-from .models import AllWise, Detection, MagStats, Object, Xmatch, XmatchPending
+from .models import AllWise, Detection, Feature, MagStats, Object, ObjectFeatureState, Xmatch, XmatchPending
 from .sources import batched, iter_packets
 from .steps import correction, magstats as magstats_step
+from .steps.features import FEATURE_VERSION, compute_features
 from .steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,24 @@ def write_xmatches(matches):
         unique_fields=["oid", "catalog"],
         update_fields=["catid", "dist"],
     )
+
+
+@step_task("features")
+def features(oids):
+    """Features of the objects whose light curve changed since they were last computed."""
+    todo = loaders.objects_needing_features(oids, FEATURE_VERSION)
+    if not todo:
+        return 0
+    result = compute_features(
+        loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS),
+        loaders.non_detections(todo),
+        loaders.frame(Object.objects.filter(oid__in=todo), ["oid", "corrected", "stellar", "meanra", "meandec"]),
+        loaders.allwise_photometry(todo),
+    )
+    rows = loaders.feature_rows(result)
+    db.upsert(Feature, rows, unique_fields=["oid", "name", "version"], update_fields=["fid", "value", "missing_reason"])
+    loaders.record_feature_state(result)
+    return len(result.values)
 
 
 @shared_task(name="pipeline.tasks.retry_pending_xmatch")
