@@ -1,0 +1,88 @@
+"""The later steps on the database: cross-match retry, features and their recomputation."""
+import io
+
+import pandas as pd
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from django.core.management import call_command
+from django.db.models import Sum
+
+from pipeline import backends, tasks
+from pipeline.models import Detection, Feature, MagStats, Object, ObjectFeatureState, Xmatch, XmatchPending
+from pipeline.runner import ingest_paths
+from pipeline.simulate import plan_night, simulate_night
+from pipeline.simulate_catalog import simulated_allwise
+from pipeline.steps.features import FEATURE_NAMES, FEATURE_VERSION
+from tests.conftest import require_shared
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def configured(settings, tmp_path):
+    settings.ALERT_ARCHIVE_URL = str(tmp_path / "archive")
+    settings.XMATCH_LOCAL_INDEX = str(tmp_path / "catalogs" / "allwise.npz")
+    backends.archive.cache_clear()
+    backends.xmatch_backend.cache_clear()
+    yield tmp_path
+    backends.archive.cache_clear()
+    backends.xmatch_backend.cache_clear()
+
+
+def test_failed_crossmatch_is_queued_then_retried(configured):
+    night_dir = configured / "night"
+    simulate_night(night_dir, 40, seed=5)
+    catalog = simulated_allwise(plan_night(40, seed=5).objects, seed=5)
+    catalog.to_csv(configured / "allwise.csv", index=False)
+
+    ingest_paths([night_dir], batch_size=100, progress=False, out=io.StringIO())
+    n_objects = Object.objects.count()
+    assert XmatchPending.objects.count() == n_objects and not Xmatch.objects.exists()
+    assert "load_catalog" in XmatchPending.objects.first().last_error
+
+    call_command("load_catalog", str(configured / "allwise.csv"), stdout=io.StringIO())
+    backends.xmatch_backend.cache_clear()
+    assert tasks.retry_pending_xmatch() == n_objects
+    assert not XmatchPending.objects.exists()
+
+    # Independent check: nearest catalogue source within 2 arcsec, by astropy.
+    objects = pd.DataFrame(Object.objects.values("oid", "meanra", "meandec"))
+    sky = SkyCoord(objects["meanra"].to_numpy() * u.deg, objects["meandec"].to_numpy() * u.deg)
+    cat = SkyCoord(catalog["RAJ2000"].to_numpy() * u.deg, catalog["DEJ2000"].to_numpy() * u.deg)
+    idx, sep, _ = sky.match_to_catalog_sky(cat)
+    expected = {oid: catalog["AllWISE"].iloc[i] for oid, i, s in zip(objects["oid"], idx, sep.arcsec) if s <= 2.0}
+    found = dict(Xmatch.objects.values_list("oid", "catid"))
+    assert found == expected and len(found) > 5
+    for match in Xmatch.objects.all():
+        assert match.dist == pytest.approx(sep.arcsec[list(objects["oid"]).index(match.oid_id)], abs=1e-6)
+
+
+def test_features_are_stored_for_every_object_and_recomputed_on_new_detections(configured):
+    folder = require_shared("ztf_alerts")
+    manifest = pd.read_csv(require_shared("ztf_alerts_manifest.csv"))
+    manifest = manifest[manifest["dir"] == "ztf_alerts"]
+    repeated = manifest.groupby("objectId").filter(lambda g: len(g) >= 3).sort_values("jd")
+    oid = repeated["objectId"].iloc[0]
+    packets = [folder / f"{candid}.avro" for candid in repeated[repeated["objectId"] == oid]["candid"]]
+    assert all(p.exists() for p in packets)
+
+    ingest_paths(packets[:1], batch_size=10, progress=False, out=io.StringIO())
+    state = ObjectFeatureState.objects.get(oid=oid)
+    first_ndet = state.ndet
+    assert state.version == FEATURE_VERSION and first_ndet == Detection.objects.filter(oid=oid).count()
+    rows = Feature.objects.filter(oid=oid, version=FEATURE_VERSION)
+    assert rows.count() == len(FEATURE_NAMES)
+    # A value is missing exactly where a reason is given.
+    assert not rows.filter(value__isnull=True, missing_reason="").exists()
+    assert not rows.filter(value__isnull=False).exclude(missing_reason="").exists()
+    n_det_g = Detection.objects.filter(oid=oid, fid=1).count()
+    stored = rows.get(name="n_det_1")
+    assert (stored.value is None and n_det_g == 0) or stored.value <= n_det_g
+
+    assert tasks.features.run("again", [oid])["n"] == 0  # nothing new: not recomputed
+    ingest_paths(packets[1:], batch_size=10, progress=False, out=io.StringIO())
+    state.refresh_from_db()
+    assert state.ndet == Detection.objects.filter(oid=oid).count() > first_ndet
+    assert Feature.objects.filter(oid=oid).count() == len(FEATURE_NAMES)
+    assert MagStats.objects.filter(oid=oid).aggregate(n=Sum("ndet"))["n"] == state.ndet
