@@ -5,7 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from .backends import archive
-from .models import Detection, NonDetection, Object, Quarantine, RawAlert, StepTiming
+from .models import Detection, Feature, NonDetection, Object, Quarantine, RawAlert, StepTiming
 from .storage import ArchiveMissing
 
 
@@ -33,4 +33,8 @@ def index(request):
     }
     steps = StepTiming.objects.values("step").annotate(batches=Count("id")).order_by("step")
     latest = Object.objects.order_by("-lastmjd", "oid")[:50]
-    return render(request, "pipeline/index.html", {"counts": counts, "steps": steps, "latest": latest})
+    missing = (
+        Feature.objects.exclude(missing_reason="").values("missing_reason").annotate(n=Count("id")).order_by("-n")
+    )
+    context = {"counts": counts, "steps": steps, "latest": latest, "missing": missing}
+    return render(request, "pipeline/index.html", context)

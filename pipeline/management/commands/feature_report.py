@@ -1,0 +1,26 @@
+from django.core.management.base import BaseCommand
+from django.db.models import Count
+
+from pipeline.models import Feature
+from pipeline.steps.features import FEATURE_VERSION
+
+
+class Command(BaseCommand):
+    help = "How many objects miss each light-curve feature, and why (feature x reason counts)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--feature-version", default=FEATURE_VERSION)
+
+    def handle(self, *args, feature_version, **opts):
+        version = feature_version
+        rows = (
+            Feature.objects.filter(version=version)
+            .exclude(missing_reason="")
+            .values("name", "missing_reason")
+            .annotate(n=Count("id"))
+            .order_by("name", "-n")
+        )
+        objects = Feature.objects.filter(version=version).values("oid").distinct().count()
+        self.stdout.write(f"{objects} objects with features {version}; missing values by feature and reason:")
+        for row in rows:
+            self.stdout.write(f"  {row['name']:<32} {row['missing_reason']:<28} {row['n']:>8}")
