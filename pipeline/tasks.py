@@ -14,9 +14,8 @@ from django.utils import timezone
 
 from . import db, loaders
 from .backends import xmatch_backend
-from .ingest import IngestSummary, ingest_batch, new_batch_id, record_timing
+from .ingest import new_batch_id, record_timing
 from .models import AllWise, Detection, Feature, MagStats, Object, ObjectFeatureState, Xmatch, XmatchPending
-from .sources import batched, iter_packets
 from .steps import correction, magstats as magstats_step
 from .steps.features import FEATURE_VERSION, compute_features
 from .steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable
@@ -142,13 +141,8 @@ def retry_pending_xmatch(limit=1000):
 
 @shared_task(name="pipeline.tasks.ingest_files", autoretry_for=TRANSIENT_ERRORS, max_retries=3)
 def ingest_files(paths, batch_size=None):
-    """Ingest files visible to the worker (a shared folder), then launch each batch's canvas."""
-    from . import canvas
-    from .backends import archive
+    """Ingest files that the worker can read (a shared folder) and launch each batch's canvas."""
+    from .runner import ingest_paths
 
-    total = IngestSummary()
-    for items in batched(iter_packets(paths), batch_size or settings.ALERT_BATCH_SIZE):
-        result = ingest_batch(items, archive())
-        total.add(result.summary)
-        canvas.launch(result)
-    return total.as_dict()
+    summary = ingest_paths(paths, batch_size or settings.ALERT_BATCH_SIZE, wait=False, progress=False)
+    return summary.as_dict()

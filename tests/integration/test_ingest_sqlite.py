@@ -107,3 +107,13 @@ def test_older_schemas_and_a_nightly_archive(local_archive, tmp_path):
     stripped = RawAlert.objects.filter(schemavsn="3.5").values("candid")
     assert Detection.objects.filter(candid__in=stripped).count() == stripped.count()
     assert not Detection.objects.filter(candid__in=stripped, has_stamp=True).exists()
+
+
+def test_ingest_files_task_on_the_ingest_queue(local_archive):
+    from pipeline import tasks
+
+    folder = require_shared("ztf_alerts_older_schemas")
+    result = tasks.ingest_files.apply(args=([str(folder)],), kwargs={"batch_size": 7}).get()
+    assert result["alerts_read"] == len(list(folder.glob("*.avro"))) == RawAlert.objects.count()
+    assert result["batches"] == -(-result["alerts_read"] // 7)
+    assert tasks.ingest_files.apply(args=([str(folder)],)).get()["duplicates_skipped"] == result["alerts_read"]
