@@ -22,8 +22,6 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, out
     for items in batched(iter_packets(paths), batch_size):
         result = ingest_batch(items, archive(), is_simulated=is_simulated or is_simulated_oid)
         total.add(result.summary)
-        for source, reason in result.quarantine_reasons:
-            bar.write(f"quarantined {source}: {reason}")
         bar.update(sum(1 for item in items if isinstance(item, Packet)))
         if pipeline:
             try:
