@@ -3,9 +3,8 @@
 Django's bulk_create builds a model instance per row; at ingest rates (tens of thousands of rows per
 second) that dominates, so plain dict rows go straight to ``INSERT ... ON CONFLICT``, with the table
 and column names taken from the models. Both backends support ``ON CONFLICT`` and ``RETURNING``.
+Rows carry None for a missing value, never NaN (the adapters and ``loaders.records`` see to that).
 """
-import math
-
 from django.db import connection, models
 from django.utils import timezone
 
@@ -18,12 +17,6 @@ def now_param():
 
 def _columns(model, fields):
     return [model._meta.get_field(name).column for name in fields]
-
-
-def _clean(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def _chunks(rows, fields):
@@ -63,7 +56,7 @@ def _execute(model, sql_head, sql_tail, rows, fields, returning):
 
         types = [model._meta.get_field(name).db_type(connection) for name in fields]
         arrays = ", ".join(f"%b::{t}[]" for t in types)
-        columns = [[_clean(row.get(name)) for row in rows] for name in fields]
+        columns = [[row.get(name) for row in rows] for name in fields]
         connection.ensure_connection()
         # Server-side binding (Django's own cursors quote parameters client-side, slow for big arrays).
         with psycopg.Cursor(connection.connection) as cursor:
@@ -74,7 +67,7 @@ def _execute(model, sql_head, sql_tail, rows, fields, returning):
     with connection.cursor() as cursor:
         placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
         for chunk in _chunks(rows, fields):
-            params = [_clean(row.get(name)) for row in chunk for name in fields]
+            params = [row.get(name) for row in chunk for name in fields]
             cursor.execute(f"{sql_head} VALUES {', '.join([placeholder] * len(chunk))} {sql_tail}{suffix}", params)
             if returning:
                 returned.extend(r[0] for r in cursor.fetchall())

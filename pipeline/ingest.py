@@ -202,13 +202,32 @@ def record_timing(batch_id, step, started, n):
     )
 
 
+@dataclass
+class ParsedBatch:
+    alerts: list
+    rejected: list
+    alerts_read: int
+    started: object
+
+
+def parse_batch(items) -> ParsedBatch:
+    """The CPU half of ingestion (decode, parse); touches no database, so it may run in another thread."""
+    started = timezone.now()
+    alerts, rejected = parse_packets(items)
+    return ParsedBatch(alerts, rejected, sum(1 for item in items if isinstance(item, Packet)), started)
+
+
 def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) -> BatchResult:
     """Ingest one batch of Packet/SourceProblem items. Safe to repeat: nothing is written twice."""
+    return write_batch(parse_batch(items), archive, batch_id, is_simulated)
+
+
+def write_batch(parsed: ParsedBatch, archive, batch_id=None, is_simulated=lambda oid: False) -> BatchResult:
+    """The storage half: archive the raw packets and write every table once."""
     batch_id = batch_id or new_batch_id()
-    started = timezone.now()
-    summary = IngestSummary(batches=1)
-    summary.alerts_read = sum(1 for item in items if isinstance(item, Packet))
-    alerts, rejected = parse_packets(items)
+    started = parsed.started
+    summary = IngestSummary(batches=1, alerts_read=parsed.alerts_read)
+    alerts, rejected = parsed.alerts, parsed.rejected
 
     seen, fresh = set(), []
     known = db.existing_values(RawAlert, "candid", [a.candid for _, a in alerts])

@@ -47,7 +47,9 @@ class Object(models.Model):
 
 class Detection(models.Model):
     candid = models.BigIntegerField(primary_key=True)
-    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="detections")
+    oid = models.ForeignKey(
+        Object, on_delete=models.CASCADE, db_column="oid", related_name="detections", db_index=False
+    )  # covered by the (oid, ...) index below
     mjd = models.FloatField()
     fid = models.SmallIntegerField(choices=BANDS)
     pid = models.BigIntegerField(null=True, blank=True)
@@ -100,7 +102,9 @@ class Detection(models.Model):
 
 
 class NonDetection(models.Model):
-    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="non_detections")
+    oid = models.ForeignKey(
+        Object, on_delete=models.CASCADE, db_column="oid", related_name="non_detections", db_index=False
+    )  # covered by the (oid, ...) index below
     fid = models.SmallIntegerField(choices=BANDS)
     mjd = models.FloatField()
     diffmaglim = models.FloatField()
@@ -226,7 +230,9 @@ class StepTiming(models.Model):
 class MagStats(models.Model):
     """Per object and band statistics of the light curve (uncorrected and corrected magnitudes)."""
 
-    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="magstats")
+    oid = models.ForeignKey(
+        Object, on_delete=models.CASCADE, db_column="oid", related_name="magstats", db_index=False
+    )  # covered by the (oid, ...) index below
     fid = models.SmallIntegerField(choices=BANDS)
     stellar = models.BooleanField(null=True, blank=True)
     corrected = models.BooleanField(null=True, blank=True)
@@ -289,7 +295,9 @@ class AllWise(models.Model):
 class Xmatch(models.Model):
     """Nearest catalogue source of an object within the match radius."""
 
-    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="xmatches")
+    oid = models.ForeignKey(
+        Object, on_delete=models.CASCADE, db_column="oid", related_name="xmatches", db_index=False
+    )  # covered by the (oid, ...) index below
     catalog = models.CharField(max_length=32)
     catid = models.CharField(max_length=64)
     dist = models.FloatField(help_text="arcsec")
@@ -318,7 +326,9 @@ class XmatchPending(models.Model):
 class Feature(models.Model):
     """One light-curve feature of an object; missing values are NULL with the reason."""
 
-    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="features")
+    oid = models.ForeignKey(
+        Object, on_delete=models.CASCADE, db_column="oid", related_name="features", db_index=False
+    )  # covered by the (oid, ...) index below
     name = models.CharField(max_length=48)
     fid = models.SmallIntegerField(null=True, blank=True, help_text="Band of a per-band feature; null if multi-band")
     value = models.FloatField(null=True, blank=True)
