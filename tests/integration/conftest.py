@@ -40,3 +40,17 @@ def bucket(s3_endpoint, aws_env):
     return name
 
 
+
+
+@pytest.fixture
+def broker_env(settings, tmp_path):
+    """Archive and cross-match index in this test's own folder (the index is absent until built)."""
+    from pipeline import backends
+
+    settings.ALERT_ARCHIVE_URL = str(tmp_path / "archive")
+    settings.XMATCH_LOCAL_INDEX = str(tmp_path / "catalogs" / "allwise.npz")
+    backends.archive.cache_clear()
+    backends.xmatch_backend.cache_clear()
+    yield tmp_path
+    backends.archive.cache_clear()
+    backends.xmatch_backend.cache_clear()

@@ -6,7 +6,6 @@ import fastavro
 import pytest
 from django.db.models import Count
 
-from pipeline import backends
 from pipeline.models import (
     Detection, Gaia, MagStats, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem, StepTiming,
 )
@@ -20,17 +19,6 @@ TABLES = (Object, Detection, NonDetection, Ps1, Gaia, SolarSystem, RawAlert, Qua
 
 def table_counts():
     return {model.__name__: model.objects.count() for model in TABLES}
-
-
-@pytest.fixture
-def local_archive(settings, tmp_path):
-    settings.ALERT_ARCHIVE_URL = str(tmp_path / "archive")
-    settings.XMATCH_LOCAL_INDEX = str(tmp_path / "missing_index.npz")
-    backends.archive.cache_clear()
-    backends.xmatch_backend.cache_clear()
-    yield
-    backends.archive.cache_clear()
-    backends.xmatch_backend.cache_clear()
 
 
 def same_night(prv):
@@ -58,7 +46,7 @@ def expected_rows(folder):
     return candids, limits
 
 
-def test_real_packets_twice_change_nothing(local_archive):
+def test_real_packets_twice_change_nothing(broker_env):
     folder = require_shared("ztf_alerts")
     first = ingest_paths([folder], batch_size=150, progress=False, out=io.StringIO())
     after_first = table_counts()
@@ -86,7 +74,7 @@ def test_real_packets_twice_change_nothing(local_archive):
     assert not Detection.objects.filter(corrected__isnull=True).exists()
 
 
-def test_older_schemas_and_a_nightly_archive(local_archive, tmp_path):
+def test_older_schemas_and_a_nightly_archive(broker_env, tmp_path):
     """Older schemas as loose files; the cutout-less 3.x packets packed like a public ZTF night archive."""
     older = require_shared("ztf_alerts_older_schemas")
     no_cutouts = sorted(require_shared("ztf_alerts_no_cutouts").glob("*.avro"))
@@ -109,7 +97,7 @@ def test_older_schemas_and_a_nightly_archive(local_archive, tmp_path):
     assert not Detection.objects.filter(candid__in=stripped, has_stamp=True).exists()
 
 
-def test_ingest_files_task_on_the_ingest_queue(local_archive):
+def test_ingest_files_task_on_the_ingest_queue(broker_env):
     from pipeline import tasks
 
     folder = require_shared("ztf_alerts_older_schemas")

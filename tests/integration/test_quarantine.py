@@ -40,11 +40,8 @@ def drop_candidate_field(record, writer_schema, field):
 
 
 @pytest.fixture
-def bad_night(tmp_path, settings):
-    settings.ALERT_ARCHIVE_URL = str(tmp_path / "archive")
-    settings.XMATCH_LOCAL_INDEX = str(tmp_path / "missing_index.npz")
-    backends.archive.cache_clear()
-    backends.xmatch_backend.cache_clear()
+def bad_night(broker_env):
+    tmp_path = broker_env
     packets = sorted(require_shared("ztf_alerts").glob("*.avro"))[:3]
     lsst = sorted(require_shared("lsst_alerts", "rubin_v10_0").glob("*.avro"))[0]
     night = tmp_path / "night"

@@ -19,29 +19,18 @@ from tests.conftest import require_shared
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def configured(settings, tmp_path):
-    settings.ALERT_ARCHIVE_URL = str(tmp_path / "archive")
-    settings.XMATCH_LOCAL_INDEX = str(tmp_path / "catalogs" / "allwise.npz")
-    backends.archive.cache_clear()
-    backends.xmatch_backend.cache_clear()
-    yield tmp_path
-    backends.archive.cache_clear()
-    backends.xmatch_backend.cache_clear()
-
-
-def test_failed_crossmatch_is_queued_then_retried(configured):
-    night_dir = configured / "night"
+def test_failed_crossmatch_is_queued_then_retried(broker_env):
+    night_dir = broker_env / "night"
     simulate_night(night_dir, 40, seed=5)
     catalog = simulated_allwise(plan_night(40, seed=5).objects, seed=5)
-    catalog.to_csv(configured / "allwise.csv", index=False)
+    catalog.to_csv(broker_env / "allwise.csv", index=False)
 
     ingest_paths([night_dir], batch_size=100, progress=False, out=io.StringIO())
     n_objects = Object.objects.count()
     assert XmatchPending.objects.count() == n_objects and not Xmatch.objects.exists()
     assert "load_catalog" in XmatchPending.objects.first().last_error
 
-    call_command("load_catalog", str(configured / "allwise.csv"), stdout=io.StringIO())
+    call_command("load_catalog", str(broker_env / "allwise.csv"), stdout=io.StringIO())
     backends.xmatch_backend.cache_clear()
     assert tasks.retry_pending_xmatch() == n_objects
     assert not XmatchPending.objects.exists()
@@ -58,7 +47,7 @@ def test_failed_crossmatch_is_queued_then_retried(configured):
         assert match.dist == pytest.approx(sep.arcsec[list(objects["oid"]).index(match.oid_id)], abs=1e-6)
 
 
-def test_features_are_stored_for_every_object_and_recomputed_on_new_detections(configured):
+def test_features_are_stored_for_every_object_and_recomputed_on_new_detections(broker_env):
     folder = require_shared("ztf_alerts")
     manifest = pd.read_csv(require_shared("ztf_alerts_manifest.csv"))
     manifest = manifest[manifest["dir"] == "ztf_alerts"]

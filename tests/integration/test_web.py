@@ -15,13 +15,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def s3_night(tmp_path, settings, s3_endpoint, bucket, monkeypatch):
+def s3_night(broker_env, settings, s3_endpoint, bucket, monkeypatch):
     """Five real packets and one bad file, ingested with the raw archive in S3."""
+    tmp_path = broker_env
     monkeypatch.setenv("ALERT_ARCHIVE_S3_ENDPOINT", s3_endpoint)
     settings.ALERT_ARCHIVE_URL = f"s3://{bucket}/raw"
-    settings.XMATCH_LOCAL_INDEX = str(tmp_path / "no_index.npz")
     backends.archive.cache_clear()
-    backends.xmatch_backend.cache_clear()
     night = tmp_path / "night"
     night.mkdir()
     packets = sorted(require_shared("ztf_alerts").glob("*.avro"))[:5]
@@ -29,9 +28,7 @@ def s3_night(tmp_path, settings, s3_endpoint, bucket, monkeypatch):
         shutil.copy(path, night / path.name)
     (night / "broken.avro").write_bytes(b"not an alert")
     summary = ingest_paths([night], batch_size=10, progress=False, out=io.StringIO())
-    yield packets, summary
-    backends.archive.cache_clear()
-    backends.xmatch_backend.cache_clear()
+    return packets, summary
 
 
 def test_alert_avro_api_returns_the_stored_bytes(client, s3_night):
