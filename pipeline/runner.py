@@ -36,6 +36,7 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, out
             upcoming = parser.submit(parse_next)
             result = write_batch(parsed, archive(), is_simulated=is_simulated or is_simulated_oid)
             total.add(result.summary)
+            total.batch_ids.append(result.batch_id)
             bar.update(parsed.alerts_read)
             if pipeline:
                 try:
@@ -54,3 +55,25 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, out
             except Exception as exc:
                 total.step_failures.append(f"batch {batch_id}: {exc!r}")
     return total
+
+
+def step_report(batch_ids):
+    """Per step: batches done, items handled and the median / max seconds a batch took."""
+    from statistics import median
+
+    from .models import StepTiming
+
+    rows = {}
+    for step, started, finished, n in StepTiming.objects.filter(batch_id__in=batch_ids).values_list(
+        "step", "started", "finished", "n"
+    ):
+        rows.setdefault(step, []).append(((finished - started).total_seconds(), n))
+    lines = ["Steps (seconds per batch)"]
+    for step in ("ingest", "xmatch", "correct", "magstats", "features"):
+        if step in rows:
+            seconds = [s for s, _ in rows[step]]
+            lines.append(
+                f"  {step:<10} {len(seconds):>4} batches {sum(n for _, n in rows[step]):>7} items"
+                f"   median {median(seconds):6.2f}   max {max(seconds):6.2f}"
+            )
+    return "\n".join(lines)

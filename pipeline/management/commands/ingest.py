@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from pipeline.runner import ingest_paths
+from pipeline.runner import ingest_paths, step_report
 
 
 class Command(BaseCommand):
@@ -24,3 +24,5 @@ class Command(BaseCommand):
             out=self.stdout,
         )
         self.stdout.write(summary.report())
+        if not opts["no_wait"]:
+            self.stdout.write(step_report(summary.batch_ids))
