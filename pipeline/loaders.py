@@ -49,6 +49,16 @@ def object_positions(oids):
     )
 
 
+def changed_rows(old: pd.DataFrame, new: pd.DataFrame, columns) -> np.ndarray:
+    """Rows (same index) where any of ``columns`` differs; missing equals missing."""
+    changed = np.zeros(len(new), dtype=bool)
+    for column in columns:
+        a, b = old[column].astype(object), new[column].astype(object)
+        both_missing = a.isna().to_numpy() & b.isna().to_numpy()
+        changed |= ~(both_missing | (a == b).to_numpy())
+    return changed
+
+
 def maybe_bool(value):
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else bool(value)
 

@@ -50,11 +50,12 @@ def step_task(step, **options):
 
 @step_task("correct")
 def correct(oids):
-    detections = loaders.detections(oids, loaders.DETECTION_FIELDS)
-    if detections.empty:
+    stored = loaders.detections(oids, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS)
+    if stored.empty:
         return 0
-    corrected, objects = correction.correct_objects(detections)
-    rows = loaders.records(corrected[loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS])
+    corrected, objects = correction.correct_objects(stored[loaders.DETECTION_FIELDS])
+    changed = loaders.changed_rows(stored, corrected, loaders.CORRECTION_FIELDS)
+    rows = loaders.records(corrected.loc[changed, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS])
     db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
     for (is_corrected, is_stellar), group in objects.groupby(["corrected", "stellar"], dropna=False):
         Object.objects.filter(oid__in=list(group["oid"])).update(
