@@ -3,8 +3,9 @@
 Django's bulk_create builds a model instance per row; at ingest rates (tens of thousands of rows per
 second) that dominates, so plain dict rows go straight to ``INSERT ... ON CONFLICT``, with the table
 and column names taken from the models. Both backends support ``ON CONFLICT`` and ``RETURNING``.
-Rows carry None for a missing value, never NaN (the adapters and ``loaders.records`` see to that).
+Dict rows carry None for a missing value, never NaN (the adapters see to that); DataFrames may hold NaN.
 """
+import pandas as pd
 from django.db import connection, models
 from django.utils import timezone
 
@@ -19,10 +20,24 @@ def _columns(model, fields):
     return [model._meta.get_field(name).column for name in fields]
 
 
-def _chunks(rows, fields):
-    size = max(1, MAX_PARAMS // max(1, len(fields)))
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def _series_values(series: pd.Series) -> list:
+    """A column as plain Python values, missing (NaN/NA/None) as None."""
+    return series.astype(object).where(series.notna(), None).tolist()
+
+
+def _columnar(model, rows, fields=None):
+    """Rows (list of dicts, or a DataFrame) as {field: list of values}, model defaults filled in."""
+    if isinstance(rows, pd.DataFrame):
+        fields = list(fields or rows.columns)
+        data = {name: _series_values(rows[name]) for name in fields}
+        n = len(rows)
+    else:
+        fields = list(fields or rows[0])
+        data = {name: [row.get(name) for row in rows] for name in fields}
+        n = len(rows)
+    for name, default in _defaults(model, fields).items():
+        data[name] = [default] * n
+    return data, n
 
 
 def _defaults(model, fields):
@@ -34,14 +49,7 @@ def _defaults(model, fields):
     }
 
 
-def _with_defaults(model, rows, fields):
-    defaults = _defaults(model, fields)
-    if not defaults:
-        return rows, fields
-    return [{**defaults, **row} for row in rows], fields + list(defaults)
-
-
-def _execute(model, sql_head, sql_tail, rows, fields, returning):
+def _execute(model, sql_head, sql_tail, data, n, returning):
     """Run the statement over all rows; returns the RETURNING values.
 
     PostgreSQL gets one array parameter per column (``SELECT * FROM unnest(...)``): the SQL text stays
@@ -49,6 +57,8 @@ def _execute(model, sql_head, sql_tail, rows, fields, returning):
     gets multi-row VALUES in chunks below its parameter limit.
     """
     qn = connection.ops.quote_name
+    fields = list(data)
+    head = sql_head.format(columns=", ".join(qn(c) for c in _columns(model, fields)))
     suffix = f" RETURNING {qn(returning)}" if returning else ""
     returned = []
     if connection.vendor == "postgresql":
@@ -56,52 +66,52 @@ def _execute(model, sql_head, sql_tail, rows, fields, returning):
 
         types = [model._meta.get_field(name).db_type(connection) for name in fields]
         arrays = ", ".join(f"%b::{t}[]" for t in types)
-        columns = [[row.get(name) for row in rows] for name in fields]
         connection.ensure_connection()
         # Server-side binding (Django's own cursors quote parameters client-side, slow for big arrays).
         with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(f"{sql_head} SELECT * FROM unnest({arrays}) {sql_tail}{suffix}", columns)
+            cursor.execute(f"{head} SELECT * FROM unnest({arrays}) {sql_tail}{suffix}", list(data.values()))
             if returning:
                 returned.extend(r[0] for r in cursor.fetchall())
         return returned
+    rows = list(zip(*data.values()))
+    size = max(1, MAX_PARAMS // max(1, len(fields)))
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
     with connection.cursor() as cursor:
-        placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        for chunk in _chunks(rows, fields):
-            params = [row.get(name) for row in chunk for name in fields]
-            cursor.execute(f"{sql_head} VALUES {', '.join([placeholder] * len(chunk))} {sql_tail}{suffix}", params)
+        for start in range(0, n, size):
+            chunk = rows[start : start + size]
+            params = [value for row in chunk for value in row]
+            cursor.execute(f"{head} VALUES {', '.join([placeholder] * len(chunk))} {sql_tail}{suffix}", params)
             if returning:
                 returned.extend(r[0] for r in cursor.fetchall())
     return returned
 
 
-def insert_ignore(model: type[models.Model], rows: list[dict], fields=None, returning=None):
-    """Insert rows, skipping those that clash with a unique key. Returns the inserted ``returning``
-    column values (the primary key by default), so callers count what was really new."""
-    if not rows:
+def insert_ignore(model: type[models.Model], rows, fields=None, returning=None):
+    """Insert rows (dicts or a DataFrame), skipping those that clash with a unique key. Returns the
+    inserted ``returning`` column values (the primary key by default): what was really new."""
+    if len(rows) == 0:
         return []
-    rows, fields = _with_defaults(model, rows, fields or list(rows[0]))
+    data, n = _columnar(model, rows, fields)
     qn = connection.ops.quote_name
-    returning = returning or model._meta.pk.column
-    head = f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in _columns(model, fields))})"
-    return _execute(model, head, "ON CONFLICT DO NOTHING", rows, fields, returning)
+    head = f"INSERT INTO {qn(model._meta.db_table)} ({{columns}})"
+    return _execute(model, head, "ON CONFLICT DO NOTHING", data, n, returning or model._meta.pk.column)
 
 
 def upsert(model, rows, unique_fields, update_fields, newer_than=None, fields=None):
-    """Insert or update on ``unique_fields``. With ``newer_than`` (a column), an existing row is only
-    overwritten by a row whose value in that column is larger (the newest alert wins)."""
-    if not rows:
+    """Insert or update (dicts or a DataFrame) on ``unique_fields``. With ``newer_than`` (a column), an
+    existing row is only overwritten by a row whose value in that column is larger (newest alert wins)."""
+    if len(rows) == 0:
         return 0
-    rows, fields = _with_defaults(model, rows, fields or list(rows[0]))
+    data, n = _columnar(model, rows, fields)
     qn = connection.ops.quote_name
     table = qn(model._meta.db_table)
-    head = f"INSERT INTO {table} ({', '.join(qn(c) for c in _columns(model, fields))})"
     sets = ", ".join(f"{qn(c)} = excluded.{qn(c)}" for c in _columns(model, update_fields))
     tail = f"ON CONFLICT ({', '.join(qn(c) for c in _columns(model, unique_fields))}) DO UPDATE SET {sets}"
     if newer_than:
         column = qn(model._meta.get_field(newer_than).column)
         tail += f" WHERE {table}.{column} < excluded.{column}"
-    _execute(model, head, tail, rows, fields, None)
-    return len(rows)
+    _execute(model, f"INSERT INTO {table} ({{columns}})", tail, data, n, None)
+    return n
 
 
 def existing_values(model, field, values):

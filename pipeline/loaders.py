@@ -1,6 +1,7 @@
 """Batch loads and writes between the ORM and the DataFrames the steps work on (one query per table)."""
 import numpy as np
 import pandas as pd
+from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
@@ -28,7 +29,16 @@ FEATURE_INPUT_FIELDS = [
 
 
 def frame(queryset, fields):
-    return pd.DataFrame.from_records(list(queryset.values_list(*fields)), columns=fields)
+    """The queryset's ``fields`` as a DataFrame; 64-bit integer ids stay exact (Int64) even with nulls."""
+    rows = list(queryset.values_list(*fields))
+    columns = list(zip(*rows)) if rows else [()] * len(fields)
+    data = {}
+    for name, values in zip(fields, columns):
+        if isinstance(queryset.model._meta.get_field(name), models.BigIntegerField) and None in values:
+            data[name] = pd.array(values, dtype="Int64")
+        else:
+            data[name] = pd.Series(values, dtype=None if values else object)
+    return pd.DataFrame(data, columns=fields)
 
 
 def detections(oids, fields):
@@ -63,20 +73,6 @@ def maybe_bool(value):
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else bool(value)
 
 
-def _plain(value):
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def records(df: pd.DataFrame) -> list[dict]:
-    """Rows as dicts of plain Python values (NaN/NA -> None), ready for db.insert_ignore/upsert."""
-    columns = list(df.columns)
-    return [dict(zip(columns, map(_plain, row))) for row in df.itertuples(index=False, name=None)]
-
-
 def update_objects(per_object: pd.DataFrame, fields):
     """Overwrite ``fields`` of the objects in ``per_object`` (one read, one upsert)."""
     if per_object.empty:
@@ -84,7 +80,7 @@ def update_objects(per_object: pd.DataFrame, fields):
     current = frame(Object.objects.filter(oid__in=list(per_object["oid"])), OBJECT_FIELDS)
     merged = current.drop(columns=fields).merge(per_object[["oid"] + fields], on="oid", how="inner")
     merged["created"] = merged["updated"] = db.now_param()  # only "updated" is written: every row exists
-    return db.upsert(Object, records(merged[OBJECT_FIELDS]), unique_fields=["oid"], update_fields=fields + ["updated"])
+    return db.upsert(Object, merged[OBJECT_FIELDS], unique_fields=["oid"], update_fields=fields + ["updated"])
 
 
 def queue_xmatch_retry(oids, catalog, error):
@@ -112,15 +108,16 @@ def allwise_photometry(oids):
     return matches.merge(photometry, on="catid").drop(columns="catid")
 
 
-def feature_rows(result):
+def feature_rows(result) -> pd.DataFrame:
     """Long rows (oid, name, fid, value, missing_reason, version) of a FeatureResult."""
     values = result.values.rename_axis("oid").reset_index().melt(id_vars="oid", var_name="name", value_name="value")
     reasons = result.missing.rename(columns={"feature": "name", "reason": "missing_reason"})
     rows = values.merge(reasons[["oid", "name", "missing_reason"]], on=["oid", "name"], how="left")
     rows["missing_reason"] = rows["missing_reason"].fillna("")
     rows["fid"] = rows["name"].map({name: spec.band for name, spec in FEATURES.items()})
+    rows["fid"] = rows["fid"].astype("Int64")
     rows["version"] = result.version
-    return records(rows[["oid", "name", "fid", "value", "missing_reason", "version"]])
+    return rows[["oid", "name", "fid", "value", "missing_reason", "version"]]
 
 
 def record_feature_state(result):

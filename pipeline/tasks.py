@@ -55,7 +55,7 @@ def correct(oids):
         return 0
     corrected, objects = correction.correct_objects(stored[loaders.DETECTION_FIELDS])
     changed = loaders.changed_rows(stored, corrected, loaders.CORRECTION_FIELDS)
-    rows = loaders.records(corrected.loc[changed, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS])
+    rows = corrected.loc[changed, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS]
     db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
     for (is_corrected, is_stellar), group in objects.groupby(["corrected", "stellar"], dropna=False):
         Object.objects.filter(oid__in=list(group["oid"])).update(
@@ -76,7 +76,7 @@ def magstats(oids):
     stats = magstats_step.magstats(detections, non_detections)
     stats["step_id_corr"] = correction.CORRECTION_VERSION
     columns = [f.name for f in MagStats._meta.concrete_fields if f.name != "id"]
-    stats_rows = loaders.records(stats.reindex(columns=columns))
+    stats_rows = stats.reindex(columns=columns)
     db.upsert(MagStats, stats_rows, unique_fields=["oid", "fid"], update_fields=columns[2:])
 
     per_object = magstats_step.object_stats(detections, flags)
@@ -104,10 +104,10 @@ def write_xmatches(matches):
     if matches.empty:
         return
     sources = matches.drop_duplicates("catid")[["catid", "ra", "dec"] + ALLWISE_PHOTOMETRY]
-    db.upsert(AllWise, loaders.records(sources), unique_fields=["catid"], update_fields=["ra", "dec"] + ALLWISE_PHOTOMETRY)
+    db.upsert(AllWise, sources, unique_fields=["catid"], update_fields=["ra", "dec"] + ALLWISE_PHOTOMETRY)
     db.upsert(
         Xmatch,
-        loaders.records(matches[["oid", "catalog", "catid", "dist"]]),
+        matches[["oid", "catalog", "catid", "dist"]],
         unique_fields=["oid", "catalog"],
         update_fields=["catid", "dist"],
     )

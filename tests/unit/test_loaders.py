@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipeline.loaders import changed_rows, records
+from pipeline.loaders import changed_rows
 
 
 def test_changed_rows_treats_missing_as_equal():
@@ -15,9 +15,28 @@ def test_changed_rows_treats_missing_as_equal():
     assert changed_rows(old, new, ["m", "flag"]).tolist() == [True, False, True, True]
 
 
-def test_records_gives_plain_python_values():
-    df = pd.DataFrame({"a": np.array([1, 2], dtype=np.int64), "b": [0.5, np.nan], "c": [True, False], "d": ["x", None]})
-    rows = records(df)
-    assert rows == [{"a": 1, "b": 0.5, "c": True, "d": "x"}, {"a": 2, "b": None, "c": False, "d": None}]
-    assert all(type(v) in (int, float, bool, str, type(None)) for row in rows for v in row.values())
-    assert not any(isinstance(v, float) and math.isnan(v) for row in rows for v in row.values())
+def test_columnar_rows_are_plain_python_values_with_defaults():
+    from pipeline.db import _columnar
+    from pipeline.models import Feature
+
+    df = pd.DataFrame({"oid": ["a", "b"], "name": ["x", "y"], "value": [0.5, np.nan],
+                       "fid": pd.array([1, None], dtype="Int64"), "version": ["v", "v"]})
+    data, n = _columnar(Feature, df)
+    assert n == 2 and data["value"] == [0.5, None] and data["fid"] == [1, None]
+    assert data["missing_reason"] == ["", ""]  # the model default of a column the frame lacks
+    assert all(type(v) in (int, float, str, type(None)) for values in data.values() for v in values)
+    assert not any(isinstance(v, float) and math.isnan(v) for values in data.values() for v in values)
+
+
+def test_big_integer_ids_survive_nulls(db):
+    from pipeline.loaders import frame
+    from pipeline.models import Detection, Object
+
+    Object.objects.create(oid="ZTF20aaaaaaa", meanra=1.0, meandec=2.0)
+    common = dict(oid_id="ZTF20aaaaaaa", mjd=59000.0, fid=1, ra=1.0, dec=2.0, magpsf=18.0, sigmapsf=0.1, isdiffpos=1)
+    Detection.objects.create(candid=1234567890123456789, parent_candid=1234567890123456781, **common)
+    Detection.objects.create(candid=1234567890123456790, parent_candid=None, **common)
+    df = frame(Detection.objects.order_by("candid"), ["candid", "parent_candid", "magpsf"])
+    assert df["candid"].tolist() == [1234567890123456789, 1234567890123456790]
+    assert df["parent_candid"].iloc[0] == 1234567890123456781 and pd.isna(df["parent_candid"].iloc[1])
+    assert df["magpsf"].dtype == float
