@@ -75,3 +75,26 @@ def test_features_are_stored_for_every_object_and_recomputed_on_new_detections(b
     assert state.ndet == Detection.objects.filter(oid=oid).count() > first_ndet
     assert Feature.objects.filter(oid=oid).count() == len(FEATURE_NAMES)
     assert MagStats.objects.filter(oid=oid).aggregate(n=Sum("ndet"))["n"] == state.ndet
+
+
+def test_alert_crossmatches_keep_the_newest_alert(broker_env):
+    """PS1/Gaia/solar-system rows come from the newest alert, whatever the order of ingestion."""
+    import fastavro
+
+    from pipeline.models import Gaia, Ps1
+
+    folder = require_shared("ztf_alerts")
+    manifest = pd.read_csv(require_shared("ztf_alerts_manifest.csv"))
+    manifest = manifest[(manifest["dir"] == "ztf_alerts") & (manifest["schemavsn"].astype(str) != "3.3")]
+    oid, group = next((oid, g.sort_values("jd")) for oid, g in manifest.groupby("objectId") if len(g) >= 2)
+    packets = [folder / f"{candid}.avro" for candid in group["candid"]]
+    newest = packets[-1]
+    with open(newest, "rb") as fh:
+        candidate = next(fastavro.reader(fh))["candidate"]
+
+    ingest_paths([newest], batch_size=10, progress=False, out=io.StringIO())
+    ingest_paths(packets[:-1], batch_size=10, progress=False, out=io.StringIO())  # older alerts later
+    ps1 = Ps1.objects.get(oid=oid)
+    assert ps1.candid == candidate["candid"] and ps1.objectidps1 == candidate["objectidps1"]
+    assert Gaia.objects.get(oid=oid).candid == candidate["candid"]
+    assert Object.objects.get(oid=oid).ndethist == candidate["ndethist"]
