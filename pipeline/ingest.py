@@ -71,9 +71,8 @@ class IngestSummary:
 class BatchResult:
     batch_id: str
     summary: IngestSummary
-    candids: list = field(default_factory=list)
     oids: list = field(default_factory=list)
-    new_oids: list = field(default_factory=list)
+    new_oids: list = field(default_factory=list)  # first seen in this batch: the stamp classifier's input
     quarantine_reasons: list = field(default_factory=list)
 
 
@@ -165,9 +164,9 @@ def _write_objects(objects, simulated_oids, now):
 
 
 def quarantine(rejected, archive, batch_id, now):
-    """Keep rejected input aside: bytes in the archive, a row with the reason."""
+    """Keep rejected input aside: bytes in the archive, a row with the reason (once per distinct input)."""
     if not rejected:
-        return 0
+        return
     rows, blobs = [], []
     for item in rejected:
         digest = item.sha256
@@ -189,7 +188,7 @@ def quarantine(rejected, archive, batch_id, now):
             )
         )
     archive.save_many(blobs)
-    return len(db.insert_ignore(Quarantine, _unique_by(rows, "sha256"), returning="sha256"))
+    db.insert_ignore(Quarantine, _unique_by(rows, "sha256"), returning="sha256")
 
 
 def _unique_by(rows, key):
@@ -273,7 +272,6 @@ def write_batch(parsed: ParsedBatch, archive, batch_id=None, is_simulated=lambda
     return BatchResult(
         batch_id=batch_id,
         summary=summary,
-        candids=[a.candid for _, a in fresh],
         oids=sorted(objects),
         new_oids=sorted(new_oids),
         quarantine_reasons=[(r.source, r.reason) for r in rejected],
