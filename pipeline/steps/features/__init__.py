@@ -20,6 +20,7 @@ classifier features (Sánchez-Sáez et al. 2021, AJ 161 141; ``lc_classifier``):
    the group (logged); the batch goes on.
 """
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -124,19 +125,22 @@ class _Sink:
         self.missing = []
 
     def put(self, row, result, suffix=""):
+        cols, values = [], []
         for name, value in result.items():
             col = self.column.get(name + suffix)
             if col is None:
                 continue
-            self.seen[row, col] = True
+            cols.append(col)
             if isinstance(value, Missing):
+                values.append(math.nan)
                 self.missing.append((row, col, value.reason))
                 continue
             value = float(value)
-            if np.isfinite(value):
-                self.values[row, col] = value
-            else:
+            values.append(value)
+            if not math.isfinite(value):
                 self.missing.append((row, col, NOT_FINITE))
+        self.seen[row, cols] = True
+        self.values[row, cols] = values
 
     def fail(self, row, names, reason):
         for name in names:
@@ -160,6 +164,7 @@ class _Sink:
                 self.missing.append((row, col, why[row] if why[row] is not None else NOT_FINITE))
 
     def result(self, lc_used, timings):
+        self.values[~np.isfinite(self.values)] = np.nan  # infinities were recorded as not_finite
         rows, cols = np.nonzero(~self.seen)
         self.missing.extend(zip(rows.tolist(), cols.tolist(), [NOT_COMPUTED] * len(rows)))
         values = pd.DataFrame(self.values, index=pd.Index(self.oids, name="oid"),
