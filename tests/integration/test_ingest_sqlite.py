@@ -72,6 +72,10 @@ def test_real_packets_twice_change_nothing(broker_env):
     assert set(StepTiming.objects.values_list("step", flat=True)) >= {"ingest", "correct", "magstats", "xmatch"}
     assert MagStats.objects.values("oid").distinct().count() == after_first["Object"]
     assert not Detection.objects.filter(corrected__isnull=True).exists()
+    # Every detection has corrected photometry or the reason why not.
+    assert not Detection.objects.filter(magpsf_corr__isnull=True, corr_note="").exists()
+    assert not Detection.objects.filter(sigmapsf_corr__isnull=True, corr_note="").exists()
+    assert Detection.objects.filter(corr_note="", magpsf_corr__isnull=False).exists()
 
 
 def test_older_schemas_and_a_nightly_archive(broker_env, tmp_path):
