@@ -23,6 +23,7 @@ run: migrate
 	$(PY) manage.py simulate_night $(DEMO_DIR) --objects $(DEMO_OBJECTS) --seed 1
 	$(PY) manage.py load_catalog $(DEMO_DIR)/allwise_simulated.csv
 	$(PY) manage.py ingest $(DEMO_DIR)
+	@echo "Browse it: $(PY) manage.py runserver, then http://127.0.0.1:8000/ (admin: manage.py createsuperuser)"
 
 test: venv
 	$(PY) -m pytest
