@@ -54,7 +54,7 @@ from astropy.io import fits
 
 __all__ = [
     "PUBLISHER", "SCHEMA_VERSION", "CLASSES", "STAMP_CLASS", "SIM_CANDID_MIN", "SIM_CANDID_MAX",
-    "alert_schema", "is_simulated_oid", "is_simulated_candid", "plan_night", "simulate_packets",
+    "alert_schema", "is_simulated_oid", "is_simulated_candid", "plan_night", "simulate_packets", "write_night",
     "simulate_night", "truth_table", "Night", "SimObject",
 ]
 
@@ -674,9 +674,13 @@ def simulate_night(out_dir, n_objects: int, seed: int = 0, mjd: float | None = N
                    classes=None) -> list[Path]:
     """Write ``<candid>.avro`` per alert and ``truth.csv`` (oid, class, stamp_class, simulated,
     period) into ``out_dir``; return the packet paths in time order."""
+    return write_night(plan_night(n_objects, seed, mjd, classes), out_dir)
+
+
+def write_night(night: Night, out_dir) -> list[Path]:
+    """Write a planned night's packets and ``truth.csv`` into ``out_dir``; the packet paths in time order."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    night = plan_night(n_objects, seed, mjd, classes)
     paths = []
     for candid, data in night.packets():
         path = out / f"{candid}.avro"

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from pipeline.simulate import PUBLISHER, plan_night, simulate_night
+from pipeline.simulate import PUBLISHER, plan_night, write_night
 from pipeline.simulate_catalog import simulated_allwise
 
 
@@ -17,8 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--mjd", type=float, default=None, help="Night (MJD); default 60400")
 
     def handle(self, *args, out_dir, objects, seed, mjd, **opts):
-        paths = simulate_night(out_dir, objects, seed=seed, mjd=mjd)
         night = plan_night(objects, seed=seed, mjd=mjd)
+        paths = write_night(night, out_dir)
         catalog = simulated_allwise(night.objects, seed=seed)
         catalog.to_csv(f"{out_dir}/allwise_simulated.csv", index=False)
         self.stdout.write(
