@@ -67,7 +67,8 @@ def _execute(model, sql_head, sql_tail, data, n, returning):
         types = [model._meta.get_field(name).db_type(connection) for name in fields]
         arrays = ", ".join(f"%b::{t}[]" for t in types)
         connection.ensure_connection()
-        # Server-side binding (Django's own cursors quote parameters client-side, slow for big arrays).
+        # Server-side binding (Django's own cursors quote parameters client-side, slow for big arrays);
+        # binary arrays cost the server less than text ones (measured).
         with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(f"{head} SELECT * FROM unnest({arrays}) {sql_tail}{suffix}", list(data.values()))
             if returning:

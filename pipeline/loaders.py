@@ -29,12 +29,13 @@ FEATURE_INPUT_FIELDS = [
 
 
 def frame(queryset, fields):
-    """The queryset's ``fields`` as a DataFrame; 64-bit integer ids stay exact (Int64) even with nulls."""
+    """The queryset's ``fields`` as a DataFrame; integer columns stay integers (Int64) even with nulls,
+    so 64-bit ids stay exact."""
     rows = list(queryset.values_list(*fields))
     columns = list(zip(*rows)) if rows else [()] * len(fields)
     data = {}
     for name, values in zip(fields, columns):
-        if isinstance(queryset.model._meta.get_field(name), models.BigIntegerField) and None in values:
+        if isinstance(queryset.model._meta.get_field(name), models.IntegerField) and None in values:
             data[name] = pd.array(values, dtype="Int64")
         else:
             data[name] = pd.Series(values, dtype=None if values else object)
