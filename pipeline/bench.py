@@ -63,6 +63,10 @@ def rate(n, seconds):
     return n / seconds if seconds > 0 else float("inf")
 
 
+def median_rate(stage, packets, repeat):
+    return statistics.median(stage(packets) for _ in range(max(1, repeat)))
+
+
 def bench_decode(packets):
     """Bare fastavro: decode every packet, nothing else."""
     start = time.perf_counter()
@@ -93,27 +97,19 @@ def bench_archive(packets):
 
 
 def bench_ingest_db(packets, batch_size, archive):
-    """The full ingest (parse, archive, one write per table) into the configured database, as the
-    ingest command runs it: the next batch parsed in a helper thread while this one is written."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .ingest import parse_batch, write_batch
+    """The full ingest (parse, archive, one write per table) into the configured database."""
+    from .ingest import ingest_batch
 
     items = [Packet(f"replay/{i}", data) for i, data in enumerate(packets)]
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     latencies = []
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as parser:
-        upcoming = [parser.submit(parse_batch, batch) for batch in batches[:1]]
-        for i in range(len(batches)):
-            t0 = time.perf_counter()
-            parsed = upcoming[i].result()
-            if i + 1 < len(batches):
-                upcoming.append(parser.submit(parse_batch, batches[i + 1]))
-            result = write_batch(parsed, archive)
-            latencies.append(time.perf_counter() - t0)
-            if result.summary.quarantined:
-                raise RuntimeError(f"replayed packets were quarantined: {result.quarantine_reasons[:3]}")
+    for batch in batches:
+        t0 = time.perf_counter()
+        result = ingest_batch(batch, archive)
+        latencies.append(time.perf_counter() - t0)
+        if result.summary.quarantined:
+            raise RuntimeError(f"replayed packets were quarantined: {result.quarantine_reasons[:3]}")
     total = time.perf_counter() - start
     return {
         "alerts_per_s": rate(len(items), total),

@@ -12,7 +12,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -203,34 +202,12 @@ def record_timing(batch_id, step, started, n):
     )
 
 
-@dataclass
-class ParsedBatch:
-    alerts: list
-    rejected: list
-    alerts_read: int
-    parse_seconds: float
-
-
-def parse_batch(items) -> ParsedBatch:
-    """The CPU half of ingestion (decode, parse); touches no database, so it may run in another thread."""
-    tick = time.perf_counter()
-    alerts, rejected = parse_packets(items)
-    n_read = sum(1 for item in items if isinstance(item, Packet))
-    return ParsedBatch(alerts, rejected, n_read, time.perf_counter() - tick)
-
-
 def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) -> BatchResult:
     """Ingest one batch of Packet/SourceProblem items. Safe to repeat: nothing is written twice."""
-    return write_batch(parse_batch(items), archive, batch_id, is_simulated)
-
-
-def write_batch(parsed: ParsedBatch, archive, batch_id=None, is_simulated=lambda oid: False) -> BatchResult:
-    """The storage half: archive the raw packets and write every table once."""
     batch_id = batch_id or new_batch_id()
-    # The step's duration is parse + write, whatever time the parsed batch spent waiting in between.
-    started = timezone.now() - timedelta(seconds=parsed.parse_seconds)
-    summary = IngestSummary(batches=1, alerts_read=parsed.alerts_read)
-    alerts, rejected = parsed.alerts, parsed.rejected
+    started = timezone.now()
+    summary = IngestSummary(batches=1, alerts_read=sum(1 for item in items if isinstance(item, Packet)))
+    alerts, rejected = parse_packets(items)
 
     seen, fresh = set(), []
     known = db.existing_values(RawAlert, "candid", [a.candid for _, a in alerts])

@@ -1,52 +1,38 @@
 """Drive ingestion from the command line: batches, progress bar, the canvas of each batch, a summary."""
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
 from . import canvas
 from .backends import archive
-from .ingest import IngestSummary, parse_batch, write_batch
+from .ingest import IngestSummary, ingest_batch
 from .sources import batched, iter_packets
 
 log = logging.getLogger(__name__)
 
 
 def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, out=sys.stdout, is_simulated=None):
-    """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any).
-
-    The next batch is read and parsed in a helper thread while this one is written, so that the
-    database's time overlaps with decoding.
-    """
+    """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any)."""
     from .simulate import is_simulated_oid
 
     total = IngestSummary()
     pending = []
     bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
-    batches = batched(iter_packets(paths), batch_size)
-
-    def parse_next():
-        items = next(batches, None)
-        return None if items is None else parse_batch(items)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as parser:
-        upcoming = parser.submit(parse_next)
-        while (parsed := upcoming.result()) is not None:
-            upcoming = parser.submit(parse_next)
-            result = write_batch(parsed, archive(), is_simulated=is_simulated or is_simulated_oid)
-            total.add(result.summary)
-            total.batch_ids.append(result.batch_id)
-            bar.update(parsed.alerts_read)
-            if pipeline:
-                try:
-                    handle = canvas.launch(result)
-                except Exception as exc:  # a failed step must not stop ingestion: alerts are stored
-                    log.exception("pipeline failed for batch %s", result.batch_id)
-                    total.step_failures.append(f"batch {result.batch_id}: {exc!r}")
-                    continue
-                if handle is not None:
-                    pending.append((result.batch_id, handle))
+    for items in batched(iter_packets(paths), batch_size):
+        result = ingest_batch(items, archive(), is_simulated=is_simulated or is_simulated_oid)
+        total.add(result.summary)
+        total.batch_ids.append(result.batch_id)
+        bar.update(result.summary.alerts_read)
+        if pipeline:
+            try:
+                handle = canvas.launch(result)
+            except Exception as exc:  # a failed step must not stop ingestion: alerts are stored
+                log.exception("pipeline failed for batch %s", result.batch_id)
+                total.step_failures.append(f"batch {result.batch_id}: {exc!r}")
+                continue
+            if handle is not None:
+                pending.append((result.batch_id, handle))
     bar.close()
     if wait:
         for batch_id, handle in pending:

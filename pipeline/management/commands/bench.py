@@ -30,12 +30,13 @@ class Command(BaseCommand):
                             help="PostgreSQL server for the database stage ('' to skip)")
         parser.add_argument("--packets", help=("(internal) folder of replayed packets for ingest-db"))
         parser.add_argument("--objects", type=int, default=300, help="Simulated objects (features)")
+        parser.add_argument("--repeat", type=int, default=3, help="Runs per stage; the median is printed")
 
     def handle(self, *args, what, **opts):
         if what == "ingest":
             self.bench_ingest(opts)
         elif what == "ingest-db":
-            self.stdout.write(json.dumps(self.ingest_db(opts["packets"], opts["batch_size"])))
+            self.stdout.write(json.dumps(self.ingest_db(opts["packets"], opts["batch_size"], opts["repeat"])))
         else:
             from pipeline.management.commands._bench_features import run_feature_bench
 
@@ -48,10 +49,12 @@ class Command(BaseCommand):
         packets = bench.replay_packets([f for f in folders if f.exists()], opts["alerts"])
         n = len(packets)
         self.stdout.write(f"{n} replayed real ZTF alerts, batches of {opts['batch_size']}, one process\n")
-        ceiling = bench.bench_decode(packets)
+        repeat = opts["repeat"]
+        self.stdout.write(f"(median of {repeat} runs per stage; this machine's speed varies from run to run)")
+        ceiling = bench.median_rate(bench.bench_decode, packets, repeat)
         self.stdout.write(f"  bare fastavro decoding        {ceiling:8.0f} alerts/s  (ceiling)")
-        self.stdout.write(f"  parse (decode + adapter)      {bench.bench_parse(packets):8.0f} alerts/s")
-        self.stdout.write(f"  archive write (local folder)  {bench.bench_archive(packets):8.0f} alerts/s")
+        self.stdout.write(f"  parse (decode + adapter)      {bench.median_rate(bench.bench_parse, packets, repeat):8.0f} alerts/s")
+        self.stdout.write(f"  archive write (local folder)  {bench.median_rate(bench.bench_archive, packets, repeat):8.0f} alerts/s")
         with tempfile.TemporaryDirectory() as folder:
             for i, data in enumerate(packets):
                 Path(folder, f"{i:07d}.avro").write_bytes(data)
@@ -60,19 +63,20 @@ class Command(BaseCommand):
                 targets.append(("PostgreSQL", None, opts["postgres"]))
             for label, url, server in targets:
                 try:
-                    result = self.run_db_stage(folder, opts["batch_size"], url, server)
+                    result = self.run_db_stage(folder, opts["batch_size"], repeat, url, server)
                 except Exception as exc:  # the other backend's figures still print
                     self.stdout.write(f"  full ingest into {label:<10}  skipped: {exc}")
                     continue
                 self.stdout.write(
                     f"  full ingest into {label:<10}    {result['alerts_per_s']:8.0f} alerts/s  "
                     f"= {100 * result['alerts_per_s'] / ceiling:.0f}% of bare decoding "
-                    f"(batch latency median {result['batch_latency_median_s']:.3f} s, max {result['batch_latency_max_s']:.3f} s)"
+                    f"(runs: {', '.join(f'{r:.0f}' for r in result['alerts_per_s_runs'])}; batch latency median "
+                    f"{result['batch_latency_median_s']:.3f} s, max {result['batch_latency_max_s']:.3f} s)"
                 )
                 for step, seconds in result["steps"].items():
                     self.stdout.write(f"      step {step:<10} {seconds:7.3f} s per batch  ({seconds / opts['batch_size'] * 1000:.2f} ms per alert)")
 
-    def run_db_stage(self, folder, batch_size, sqlite_url, pg_server):
+    def run_db_stage(self, folder, batch_size, repeat, sqlite_url, pg_server):
         """Run the database stage in a child process configured for that database."""
         env = dict(os.environ, ALERT_ARCHIVE_URL=str(Path(folder) / "archive"), CELERY_BROKER_URL="",
                    XMATCH_LOCAL_INDEX=str(Path(folder) / "none.npz"))
@@ -89,7 +93,8 @@ class Command(BaseCommand):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         try:
             subprocess.run(manage + ["migrate", "--noinput"], env=env, check=True, capture_output=True)
-            out = subprocess.run(manage + ["bench", "ingest-db", "--packets", folder, "--batch-size", str(batch_size)],
+            out = subprocess.run(manage + ["bench", "ingest-db", "--packets", folder, "--batch-size", str(batch_size),
+                                            "--repeat", str(repeat)],
                                  env=env, check=True, capture_output=True, text=True)
             return json.loads(out.stdout.strip().splitlines()[-1])
         except subprocess.CalledProcessError as exc:
@@ -101,14 +106,34 @@ class Command(BaseCommand):
                 with psycopg.connect(f"{pg_server}/postgres", autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
-    def ingest_db(self, folder, batch_size):
+    def ingest_db(self, folder, batch_size, repeat):
         from pipeline.backends import archive
         from pipeline.models import RawAlert
 
         packets = [p.read_bytes() for p in sorted(Path(folder).glob("*.avro"))]
-        result = bench.bench_ingest_db(packets, batch_size, archive())
+        runs = []
+        for i in range(repeat):
+            if i:
+                empty_tables()
+            runs.append(bench.bench_ingest_db(packets, batch_size, archive()))
+        result = sorted(runs, key=lambda run: run["alerts_per_s"])[len(runs) // 2]
+        result["alerts_per_s_runs"] = [run["alerts_per_s"] for run in runs]
         batches = {}
         for batch_id, oid in RawAlert.objects.values_list("batch_id", "oid"):
             batches.setdefault(batch_id, set()).add(oid)
         result["steps"] = bench.bench_steps([(b, sorted(o)) for b, o in sorted(batches.items())][:3])
         return result
+
+
+def empty_tables():
+    """Empty the pipeline's tables between runs (TRUNCATE on PostgreSQL: no dead rows slow the next run)."""
+    from django.apps import apps
+    from django.db import connection
+
+    tables = [model._meta.db_table for model in apps.get_app_config("pipeline").get_models()]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        else:
+            for table in reversed(tables):  # children before the object table they point to
+                cursor.execute(f'DELETE FROM "{table}"')
