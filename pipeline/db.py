@@ -5,6 +5,8 @@ second) that dominates, so plain dict rows go straight to ``INSERT ... ON CONFLI
 and column names taken from the models. Both backends support ``ON CONFLICT`` and ``RETURNING``.
 Dict rows carry None for a missing value, never NaN (the adapters see to that); DataFrames may hold NaN.
 """
+from operator import itemgetter
+
 import pandas as pd
 from django.db import connection, models
 from django.utils import timezone
@@ -33,7 +35,10 @@ def _columnar(model, rows, fields=None):
         n = len(rows)
     else:
         fields = list(fields or rows[0])
-        data = {name: [row.get(name) for row in rows] for name in fields}
+        try:
+            data = {name: list(map(itemgetter(name), rows)) for name in fields}
+        except KeyError:  # rows with different keys: a missing key is a missing value
+            data = {name: [row.get(name) for row in rows] for name in fields}
         n = len(rows)
     for name, default in _defaults(model, fields).items():
         data[name] = [default] * n
