@@ -98,3 +98,21 @@ def test_alert_crossmatches_keep_the_newest_alert(broker_env):
     assert ps1.candid == candidate["candid"] and ps1.objectidps1 == candidate["objectidps1"]
     assert Gaia.objects.get(oid=oid).candid == candidate["candid"]
     assert Object.objects.get(oid=oid).ndethist == candidate["ndethist"]
+
+
+def test_reprocess_rebuilds_what_the_steps_write(broker_env):
+    night_dir = broker_env / "night"
+    simulate_night(night_dir, 12, seed=9)
+    ingest_paths([night_dir], batch_size=100, progress=False, out=io.StringIO())
+    n_magstats, n_features = MagStats.objects.count(), Feature.objects.count()
+    assert n_magstats and n_features == Object.objects.count() * len(FEATURE_NAMES)
+
+    MagStats.objects.all().delete()
+    ObjectFeatureState.objects.all().delete()
+    Feature.objects.all().delete()
+    out = io.StringIO()
+    call_command("reprocess", "--all", "--batch-size", "5", stdout=out)
+    assert "reprocessed 12 objects in 3 batches" in out.getvalue()
+    assert MagStats.objects.count() == n_magstats and Feature.objects.count() == n_features
+    with pytest.raises(Exception, match="unknown objects"):
+        call_command("reprocess", "ZTF99zzzzzzz")
