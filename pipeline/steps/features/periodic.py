@@ -100,11 +100,12 @@ def lomb_scargle(t, y, freq):
     yy = y @ y
     if yy <= 0:
         return np.zeros(len(freq))
-    omega = 2 * np.pi * np.asarray(freq, dtype=float)[:, None]
-    two_wt = 2 * omega * t
-    tau = np.arctan2(np.sin(two_wt).sum(axis=1), np.cos(two_wt).sum(axis=1)) / 2
-    phase = omega * t - tau[:, None]
-    c, s = np.cos(phase), np.sin(phase)
+    wt = 2 * np.pi * np.asarray(freq, dtype=float)[:, None] * t
+    cos_wt, sin_wt = np.cos(wt), np.sin(wt)  # the only trigonometric calls: the rest are identities
+    tau = np.arctan2(2 * (cos_wt * sin_wt).sum(axis=1), (cos_wt * cos_wt - sin_wt * sin_wt).sum(axis=1)) / 2
+    cos_tau, sin_tau = np.cos(tau)[:, None], np.sin(tau)[:, None]
+    c = cos_wt * cos_tau + sin_wt * sin_tau  # cos(wt - tau)
+    s = sin_wt * cos_tau - cos_wt * sin_tau  # sin(wt - tau)
     cc, ss = (c * c).sum(axis=1), (s * s).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         power = ((c @ y) ** 2 / cc + np.where(ss > 0, (s @ y) ** 2 / ss, 0.0)) / yy
