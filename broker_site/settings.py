@@ -125,6 +125,7 @@ XMATCH_BACKEND = os.environ.get("XMATCH_BACKEND", "local")
 XMATCH_LOCAL_INDEX = os.environ.get("XMATCH_LOCAL_INDEX", str(VAR_DIR / "catalogs" / "allwise_index.npz"))
 XMATCH_RADIUS_ARCSEC = float(os.environ.get("XMATCH_RADIUS_ARCSEC", "2.0"))
 XMATCH_CDS_TIMEOUT = float(os.environ.get("XMATCH_CDS_TIMEOUT", "60"))
+XMATCH_CDS_URL = os.environ.get("XMATCH_CDS_URL", "")  # empty: astroquery's default CDS endpoint
 XMATCH_RETRY_MINUTES = float(os.environ.get("XMATCH_RETRY_MINUTES", "15"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},

@@ -19,4 +19,5 @@ def xmatch_backend():
         options["index_path"] = settings.XMATCH_LOCAL_INDEX
     elif settings.XMATCH_BACKEND == "cds":
         options["timeout"] = settings.XMATCH_CDS_TIMEOUT
+        options["url"] = settings.XMATCH_CDS_URL or None
     return get_xmatch_backend(settings.XMATCH_BACKEND, **options)

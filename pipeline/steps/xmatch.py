@@ -450,6 +450,11 @@ def _transient_errors():
         errors += [aq.RemoteServiceError, aq.InvalidQueryError, aq.TimeoutError]
     except ImportError:  # pragma: no cover
         pass
+    # The service answered something that is not a VOTable (an HTML error page from an overloaded
+    # server, also when astroquery tries to read the error of a failed request).
+    from astropy.io.votable.exceptions import E19
+
+    errors.append(E19)
     return tuple(errors)
 
 
@@ -460,12 +465,14 @@ class CdsXmatchBackend(XmatchBackend):
     ``vizier:II/328/allwise``. Each batch gets ``retries`` extra attempts after a transient
     failure, waiting ``backoff * 2**attempt`` seconds; each HTTP request times out after
     ``timeout`` seconds. When a batch still fails, :class:`XmatchUnavailable` is raised with the
-    oids left unanswered. ``client`` replaces ``astroquery.xmatch.XMatch`` (anything with its
+    oids left unanswered. ``url`` points astroquery at another X-Match endpoint (a mirror, or a
+    local stand-in in tests); ``client`` replaces ``astroquery.xmatch.XMatch`` (anything with its
     ``query`` signature).
     """
 
     def __init__(self, timeout=60, retries=2, batch_size=5000, backoff=2.0,
-                 table=CDS_ALLWISE_TABLE, client=None, sleep=time.sleep):
+                 table=CDS_ALLWISE_TABLE, client=None, sleep=time.sleep, url=None):
+        self.url = url
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.batch_size = max(1, int(batch_size))
@@ -481,6 +488,8 @@ class CdsXmatchBackend(XmatchBackend):
 
             client = XMatchClass()
             client.TIMEOUT = self.timeout
+            if self.url:
+                client.URL = self.url
             self._client = client
         return self._client
 
