@@ -63,3 +63,27 @@ def test_cds_backend_retries_then_gives_up_with_the_unanswered_objects(sky):
     with pytest.raises(XmatchUnavailable) as failure:  # the service is gone: refused connections
         CdsXmatchBackend(url=url, timeout=2, retries=1, sleep=lambda s: None).match(objects)
     assert sorted(failure.value.oids) == sorted(objects["oid"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipeline_with_the_cds_backend(broker_env, settings, tmp_path):
+    """XMATCH_BACKEND=cds end to end: ingest a simulated night, the xmatch task asks the service."""
+    import io
+
+    from pipeline import backends
+    from pipeline.models import Object, Xmatch, XmatchPending
+    from pipeline.runner import ingest_paths
+    from pipeline.simulate import plan_night, simulate_night
+    from pipeline.simulate_catalog import simulated_allwise
+
+    simulate_night(tmp_path / "night", 30, seed=4)
+    catalog = simulated_allwise(plan_night(30, seed=4).objects, seed=4)
+    with CdsStandIn(catalog) as cds:
+        settings.XMATCH_BACKEND, settings.XMATCH_CDS_URL = "cds", cds.url
+        backends.xmatch_backend.cache_clear()
+        ingest_paths([tmp_path / "night"], batch_size=100, progress=False, out=io.StringIO())
+    build_local_index(catalog, tmp_path / "index.npz")
+    objects = pd.DataFrame(Object.objects.values("oid", "meanra", "meandec")).rename(columns={"meanra": "ra", "meandec": "dec"})
+    expected = LocalCatalogBackend(tmp_path / "index.npz").match(objects)
+    assert dict(Xmatch.objects.values_list("oid", "catid")) == dict(zip(expected["oid"], expected["catid"]))
+    assert len(expected) > 5 and not XmatchPending.objects.exists()
