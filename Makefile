@@ -27,6 +27,7 @@ run: migrate
 
 test: venv
 	$(PY) -m pytest
+	$(PY) -m tests.integration.on_postgres
 
 bench: migrate
 	$(PY) manage.py bench ingest
