@@ -99,6 +99,14 @@ class NonDetectionAdmin(ReadOnlyPipelineAdmin):
     raw_id_fields = ("oid",)
 
 
+@admin.register(models.ForcedPhotometry)
+class ForcedPhotometryAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("oid", "fid", "mjd", "forcediffimflux", "forcediffimfluxunc", "magzpsci", "diffmaglim", "procstatus")
+    search_fields = ("=oid__oid", "=pid")
+    list_filter = ("fid", MjdAgeFilter, "procstatus")
+    raw_id_fields = ("oid",)
+
+
 @admin.register(models.MagStats)
 class MagStatsAdmin(ReadOnlyPipelineAdmin):
     list_display = ("oid", "fid", "ndet", "ndubious", "magmean", "magmedian", "magmin", "magmax", "magsigma",

@@ -17,7 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import db
-from .models import Detection, Gaia, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem, StepTiming
+from .models import (
+    Detection, ForcedPhotometry, Gaia, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem, StepTiming,
+)
 from .sources import Packet, SourceProblem
 from .storage import alert_key, quarantine_key
 from .surveys.base import BadAlert
@@ -35,6 +37,7 @@ class IngestSummary:
     new_objects: int = 0
     detections: int = 0
     non_detections: int = 0
+    forced_photometry: int = 0
     duplicates_skipped: int = 0
     quarantined: int = 0
     batches: int = 0
@@ -56,6 +59,7 @@ class IngestSummary:
             f"  new objects          {self.new_objects}",
             f"  new detections       {self.detections}",
             f"  new non-detections   {self.non_detections}",
+            f"  new forced phot.     {self.forced_photometry}",
             f"  duplicates skipped   {self.duplicates_skipped}",
             f"  quarantined          {self.quarantined}",
             f"  batches              {self.batches}",
@@ -117,7 +121,7 @@ def parse_packets(items):
 
 def _collect_rows(alerts):
     """Merge the batch's records, one row per key; the alert's own candidate beats a prv copy."""
-    objects, detections, non_detections = {}, {}, {}
+    objects, detections, non_detections, forced = {}, {}, {}, {}
     ps1, gaia, ss = {}, {}, {}
     for packet, alert in alerts:
         obj = objects.get(alert.oid)
@@ -128,10 +132,13 @@ def _collect_rows(alerts):
         detections[alert.candid] = alert.detection
         for nd in alert.non_detections:
             non_detections.setdefault((nd["oid"], nd["fid"], nd["mjd"]), nd)
+        for fp in alert.forced_photometry:
+            if fp["fid"] is not None:
+                forced.setdefault((fp["oid"], fp["fid"], fp["mjd"]), fp)
         for target, row in ((ps1, alert.ps1), (gaia, alert.gaia), (ss, alert.ss)):
             if row and (alert.oid not in target or row["candid"] > target[alert.oid]["candid"]):
                 target[alert.oid] = row
-    return objects, detections, non_detections, ps1, gaia, ss
+    return objects, detections, non_detections, forced, ps1, gaia, ss
 
 
 def _write_objects(objects, simulated_oids, now):
@@ -218,7 +225,7 @@ def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) 
         seen.add(alert.candid)
         fresh.append((packet, alert))
 
-    objects, detections, non_detections, ps1, gaia, ss = _collect_rows(fresh)
+    objects, detections, non_detections, forced, ps1, gaia, ss = _collect_rows(fresh)
     now = db.now_param()
     packet_keys = _packet_keys(fresh)
     # Raw bytes are written while the rows are; the transaction commits only once they are stored.
@@ -234,6 +241,7 @@ def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) 
         if known_own:
             db.upsert(Detection, known_own, unique_fields=["candid"], update_fields=list(known_own[0]))
         summary.non_detections = len(db.insert_ignore(NonDetection, list(non_detections.values())))
+        summary.forced_photometry = len(db.insert_ignore(ForcedPhotometry, list(forced.values())))
         for model, rows in ((Ps1, ps1), (Gaia, gaia), (SolarSystem, ss)):
             rows = list(rows.values())
             if rows:

@@ -115,6 +115,51 @@ class NonDetection(models.Model):
         constraints = [models.UniqueConstraint(fields=["oid", "fid", "mjd"], name="non_detection_unique")]
 
 
+class ForcedPhotometry(models.Model):
+    """Forced PSF photometry at the object's position on each difference image (ZTF ``fp_hists``).
+
+    Fluxes are in DN at the image's zero point ``magzpsci``; they may be negative (no sentinel left).
+    """
+
+    oid = models.ForeignKey(
+        Object, on_delete=models.CASCADE, db_column="oid", related_name="forced_photometry", db_index=False
+    )  # covered by the (oid, fid, mjd) constraint below
+    mjd = models.FloatField()
+    fid = models.SmallIntegerField(choices=BANDS)
+    pid = models.BigIntegerField(null=True, blank=True)
+    field = models.IntegerField(null=True, blank=True)
+    rcid = models.IntegerField(null=True, blank=True)
+    programid = models.IntegerField(null=True, blank=True)
+    diffmaglim = models.FloatField(null=True, blank=True)
+    forcediffimflux = models.FloatField(null=True, blank=True)
+    forcediffimfluxunc = models.FloatField(null=True, blank=True)
+    procstatus = models.CharField(max_length=64, null=True, blank=True)
+    magzpsci = models.FloatField(null=True, blank=True)
+    magzpsciunc = models.FloatField(null=True, blank=True)
+    magzpscirms = models.FloatField(null=True, blank=True)
+    clrcoeff = models.FloatField(null=True, blank=True)
+    clrcounc = models.FloatField(null=True, blank=True)
+    exptime = models.FloatField(null=True, blank=True)
+    sciinpseeing = models.FloatField(null=True, blank=True)
+    scibckgnd = models.FloatField(null=True, blank=True)
+    scisigpix = models.FloatField(null=True, blank=True)
+    adpctdif1 = models.FloatField(null=True, blank=True)
+    adpctdif2 = models.FloatField(null=True, blank=True)
+    distnr = models.FloatField(null=True, blank=True)
+    ranr = models.FloatField(null=True, blank=True)
+    decnr = models.FloatField(null=True, blank=True)
+    magnr = models.FloatField(null=True, blank=True)
+    sigmagnr = models.FloatField(null=True, blank=True)
+    chinr = models.FloatField(null=True, blank=True)
+    sharpnr = models.FloatField(null=True, blank=True)
+    parent_candid = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "forced_photometry"
+        verbose_name_plural = "forced photometry"
+        constraints = [models.UniqueConstraint(fields=["oid", "fid", "mjd"], name="forced_photometry_unique")]
+
+
 class Ps1(models.Model):
     """The three nearest Pan-STARRS1 sources the alert carries; newest alert wins."""
 

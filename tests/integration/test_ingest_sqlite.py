@@ -7,14 +7,15 @@ import pytest
 from django.db.models import Count
 
 from pipeline.models import (
-    Detection, Gaia, MagStats, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem, StepTiming,
+    Detection, ForcedPhotometry, Gaia, MagStats, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem,
+    StepTiming,
 )
 from pipeline.runner import ingest_paths
 from tests.conftest import require_shared
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TABLES = (Object, Detection, NonDetection, Ps1, Gaia, SolarSystem, RawAlert, Quarantine, MagStats)
+TABLES = (Object, Detection, NonDetection, ForcedPhotometry, Ps1, Gaia, SolarSystem, RawAlert, Quarantine, MagStats)
 
 
 def table_counts():
@@ -30,12 +31,15 @@ def same_night(prv):
 
 
 def expected_rows(folder):
-    """Unique detections and upper limits, counted straight from the packets with fastavro."""
-    candids, limits = set(), set()
+    """Unique detections, upper limits and forced-photometry epochs, counted straight from the
+    packets with fastavro."""
+    candids, limits, forced = set(), set(), set()
     for path in sorted(folder.glob("*.avro")):
         with open(path, "rb") as fh:
             for record in fastavro.reader(fh):
                 candids.add(record["candid"])
+                for fp in record.get("fp_hists") or []:
+                    forced.add((record["objectId"], fp["fid"], fp["jd"]))
                 for prv in record.get("prv_candidates") or []:
                     if not same_night(prv):
                         continue
@@ -43,7 +47,7 @@ def expected_rows(folder):
                         candids.add(prv["candid"])
                     elif prv.get("diffmaglim") is not None:
                         limits.add((record["objectId"], prv["fid"], prv["jd"]))
-    return candids, limits
+    return candids, limits, forced
 
 
 def test_real_packets_twice_change_nothing(broker_env):
@@ -59,9 +63,10 @@ def test_real_packets_twice_change_nothing(broker_env):
     assert (second.new_objects, second.detections, second.non_detections) == (0, 0, 0)
     assert second.duplicates_skipped == n_files
 
-    candids, limits = expected_rows(folder)
+    candids, limits, forced = expected_rows(folder)
     assert after_first["Detection"] == len(candids) == first.detections
     assert after_first["NonDetection"] == len(limits) == first.non_detections
+    assert after_first["ForcedPhotometry"] == len(forced) == first.forced_photometry > 0
     assert after_first["RawAlert"] == n_files
     assert after_first["Object"] == Detection.objects.values("oid").distinct().count() == first.new_objects
     # A detection seen again inside a later alert's prv_candidates is stored once, from the alert itself.
@@ -95,6 +100,10 @@ def test_older_schemas_and_a_nightly_archive(broker_env, tmp_path):
     assert RawAlert.objects.count() == summary.alerts_read
     assert RawAlert.objects.filter(schemavsn="2.0").exists() and RawAlert.objects.filter(schemavsn="3.5").exists()
     assert RawAlert.objects.filter(schemavsn__isnull=True).exists()  # the unversioned 2017/18 packets
+    # Schema 3.5 carried forced photometry in prv_candidates: one stored row per epoch, not upper limits.
+    stripped_oids = RawAlert.objects.filter(schemavsn="3.5").values("oid")
+    assert ForcedPhotometry.objects.filter(oid__in=stripped_oids).count() == summary.forced_photometry > 0
+    assert not NonDetection.objects.filter(oid__in=stripped_oids).exists()
     # Packets whose cutouts were stripped upstream give detections without a stamp.
     stripped = RawAlert.objects.filter(schemavsn="3.5").values("candid")
     assert Detection.objects.filter(candid__in=stripped).count() == stripped.count()

@@ -16,7 +16,7 @@ from tests.integration.services import require_postgres, require_redis
 
 pytestmark = pytest.mark.services
 
-TABLES = ["object", "detection", "non_detection", "ps1_ztf", "gaia_ztf", "ss_ztf", "raw_alert", "quarantine",
+TABLES = ["object", "detection", "non_detection", "forced_photometry", "ps1_ztf", "gaia_ztf", "ss_ztf", "raw_alert", "quarantine",
           "magstat", "xmatch_pending"]
 
 
