@@ -3,15 +3,25 @@ from django.db.models import Count
 
 from pipeline.models import Feature
 from pipeline.steps.features import FEATURE_VERSION
+from pipeline.steps.features.registry import feature_table
 
 
 class Command(BaseCommand):
-    help = "How many objects miss each light-curve feature, and why (feature x reason counts)."
+    help = (
+        "How many objects miss each light-curve feature, and why (feature x reason counts); "
+        "--registry lists every feature with its group, band, unit and meaning."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--feature-version", default=FEATURE_VERSION)
+        parser.add_argument("--registry", action="store_true", help="List the features instead (Markdown table)")
 
-    def handle(self, *args, feature_version, **opts):
+    def handle(self, *args, feature_version, registry, **opts):
+        if registry:
+            self.stdout.write(f"Light-curve features {FEATURE_VERSION}\n\n| name | group | band | unit | meaning |\n|---|---|---|---|---|")
+            for name, group, band, meaning, unit in feature_table():
+                self.stdout.write(f"| {name} | {group} | {'gr'[band - 1] if band else ''} | {unit} | {meaning} |")
+            return
         version = feature_version
         rows = (
             Feature.objects.filter(version=version)
