@@ -1,5 +1,4 @@
 """`bench features`: light-curve features on simulated, real-packet and labeled light curves."""
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
