@@ -22,6 +22,7 @@ OBJECT_STAT_FIELDS = [
     "g_r_max", "g_r_max_corr", "g_r_mean", "g_r_mean_corr",
 ]
 OBJECT_FIELDS = [f.name for f in Object._meta.concrete_fields]
+FEATURE_OBJECT_FIELDS = ["oid", "corrected", "stellar", "meanra", "meandec", "ndet"]
 FEATURE_INPUT_FIELDS = [
     "oid", "candid", "mjd", "fid", "magpsf", "sigmapsf", "magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext",
     "isdiffpos", "corrected", "dubious", "rb", "sgscore1", "distpsnr1", "ra", "dec",
@@ -70,10 +71,6 @@ def changed_rows(old: pd.DataFrame, new: pd.DataFrame, columns) -> np.ndarray:
     return changed
 
 
-def maybe_bool(value):
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else bool(value)
-
-
 def update_objects(per_object: pd.DataFrame, fields):
     """Overwrite ``fields`` of the objects in ``per_object`` (one read, one upsert)."""
     if per_object.empty:
@@ -95,10 +92,12 @@ def queue_xmatch_retry(oids, catalog, error):
 
 
 def objects_needing_features(oids, version):
-    """Objects with no features of ``version`` yet, or with more detections than when computed."""
-    ndet = dict(Object.objects.filter(oid__in=oids).values_list("oid", "ndet"))
+    """The objects (oid, corrected, stellar, meanra, meandec, ndet) with no features of ``version``
+    yet, or with another number of detections than when they were computed."""
+    objects = frame(Object.objects.filter(oid__in=oids).order_by("oid"), FEATURE_OBJECT_FIELDS)
     done = dict(ObjectFeatureState.objects.filter(oid__in=oids, version=version).values_list("oid", "ndet"))
-    return sorted(oid for oid, n in ndet.items() if done.get(oid) != n)
+    stale = [done.get(oid) != n for oid, n in zip(objects["oid"], objects["ndet"])]
+    return objects[np.asarray(stale, dtype=bool)].reset_index(drop=True)
 
 
 def allwise_photometry(oids):
@@ -121,11 +120,11 @@ def feature_rows(result) -> pd.DataFrame:
     return rows[["oid", "name", "fid", "value", "missing_reason", "version"]]
 
 
-def record_feature_state(result):
-    ndet = dict(Object.objects.filter(oid__in=list(result.values.index)).values_list("oid", "ndet"))
-    now = db.now_param()
-    rows = [
-        dict(oid=oid, version=result.version, lc_used=result.lc_used.get(oid, ""), ndet=ndet.get(oid, 0), computed=now)
-        for oid in result.values.index
-    ]
-    db.upsert(ObjectFeatureState, rows, unique_fields=["oid"], update_fields=["version", "lc_used", "ndet", "computed"])
+def record_feature_state(result, objects):
+    """Which light curve each object's features came from, and at how many detections."""
+    state = objects[["oid", "ndet"]].assign(
+        version=result.version,
+        lc_used=objects["oid"].map(result.lc_used).fillna(""),
+        computed=db.now_param(),
+    )
+    db.upsert(ObjectFeatureState, state, unique_fields=["oid"], update_fields=["version", "lc_used", "ndet", "computed"])

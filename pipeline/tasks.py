@@ -57,12 +57,7 @@ def correct(oids):
     changed = loaders.changed_rows(stored, corrected, loaders.CORRECTION_FIELDS)
     rows = corrected.loc[changed, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS]
     db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
-    for (is_corrected, is_stellar), group in objects.groupby(["corrected", "stellar"], dropna=False):
-        Object.objects.filter(oid__in=list(group["oid"])).update(
-            corrected=loaders.maybe_bool(is_corrected),
-            stellar=loaders.maybe_bool(is_stellar),
-            step_id_corr=correction.CORRECTION_VERSION,
-        )
+    loaders.update_objects(objects, ["corrected", "stellar", "step_id_corr"])
     return len(rows)
 
 
@@ -116,18 +111,19 @@ def write_xmatches(matches):
 @step_task("features")
 def features(oids):
     """Features of the objects whose light curve changed since they were last computed."""
-    todo = loaders.objects_needing_features(oids, FEATURE_VERSION)
-    if not todo:
+    objects = loaders.objects_needing_features(oids, FEATURE_VERSION)
+    if objects.empty:
         return 0
+    todo = list(objects["oid"])
     result = compute_features(
         loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS),
         loaders.non_detections(todo),
-        loaders.frame(Object.objects.filter(oid__in=todo), ["oid", "corrected", "stellar", "meanra", "meandec"]),
+        objects,
         loaders.allwise_photometry(todo),
     )
     rows = loaders.feature_rows(result)
     db.upsert(Feature, rows, unique_fields=["oid", "name", "version"], update_fields=["fid", "value", "missing_reason"])
-    loaders.record_feature_state(result)
+    loaders.record_feature_state(result, objects)
     return len(result.values)
 
 
