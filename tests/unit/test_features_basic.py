@@ -88,13 +88,6 @@ def test_single_detection_and_no_detection():
     assert all(value == Missing(NO_DATA) for value in none.values())
 
 
-def test_names_are_alerce_names():
-    path = require_shared("labeled", "alerce_objects98", "features.csv")
-    columns = set(path.read_text().split("\n", 1)[0].strip().split(","))
-    for name in basic.FEATURES:
-        assert {f"{name}_1", f"{name}_2"} <= columns, name
-
-
 def _alerce_rows():
     path = require_shared("labeled", "alerce_features150", "features.csv")
     with path.open() as handle:

@@ -264,13 +264,6 @@ def test_minimum_points():
     assert two["MHPS_low"] == Missing(TOO_FEW_POINTS)
 
 
-def test_names_are_alerce_names():
-    path = require_shared("labeled", "alerce_objects98", "features.csv")
-    columns = set(path.read_text().split("\n", 1)[0].strip().split(","))
-    for name in stochastic.FEATURES:
-        assert {f"{name}_1", f"{name}_2"} <= columns, name
-
-
 def test_real_periodic_light_curves():
     path = require_shared("labeled", "alerce_periodic25", "detections.csv")
     with path.open() as handle:

@@ -161,10 +161,3 @@ def test_order_and_repeated_times():
     assert variability.compute_band(t[shuffled], m[shuffled], e[shuffled]) == ordered
     repeated = variability.compute_band(np.r_[t, t[5]], np.r_[m, m[5] + 1], np.r_[e, e[5]])
     assert repeated == ordered
-
-
-def test_names_are_alerce_names():
-    path = require_shared("labeled", "alerce_objects98", "features.csv")
-    columns = set(path.read_text().split("\n", 1)[0].strip().split(","))
-    for name in variability.FEATURES:
-        assert {f"{name}_1", f"{name}_2"} <= columns, name
