@@ -7,15 +7,14 @@ import os
 import subprocess
 import sys
 
-from tests.integration.services import PG_HOST, PG_PORT, PG_USER, _start_postgres, _wait, port_open
+from tests.integration.services import PG_HOST, PG_PORT, PG_USER, _start_postgres, ensure_running
 
 
 def main():
-    if not port_open(PG_HOST, PG_PORT):
-        problem = _start_postgres()
-        if problem or not _wait(PG_HOST, PG_PORT):
-            print(f"integration tests on PostgreSQL skipped: {problem or 'PostgreSQL did not start'}")
-            return 0
+    problem = ensure_running("PostgreSQL", PG_HOST, PG_PORT, _start_postgres)
+    if problem:
+        print(f"integration tests on PostgreSQL skipped: {problem}")
+        return 0
     env = dict(os.environ, DATABASE_URL=f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/broker_tests")
     print("integration tests again, on PostgreSQL", flush=True)
     return subprocess.call([sys.executable, "-m", "pytest", "tests/integration", "-m", "not services", *sys.argv[1:]], env=env)

@@ -50,17 +50,25 @@ def _start_redis():
     return None
 
 
+def ensure_running(name, host, port, start):
+    """None when the server answers on host:port (started by ``start`` if need be), else why not."""
+    if port_open(host, port):
+        return None
+    problem = start()
+    if problem or not _wait(host, port):
+        return f"no {name} on {host}:{port}: {problem or 'it did not start'}"
+    return None
+
+
 def require_postgres():
-    if not port_open(PG_HOST, PG_PORT):
-        problem = _start_postgres()
-        if problem or not _wait(PG_HOST, PG_PORT):
-            pytest.skip(f"no PostgreSQL on {PG_HOST}:{PG_PORT}: {problem or 'it did not start'}")
+    problem = ensure_running("PostgreSQL", PG_HOST, PG_PORT, _start_postgres)
+    if problem:
+        pytest.skip(problem)
     return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}"
 
 
 def require_redis():
-    if not port_open(REDIS_HOST, REDIS_PORT):
-        problem = _start_redis()
-        if problem or not _wait(REDIS_HOST, REDIS_PORT):
-            pytest.skip(f"no Redis on {REDIS_HOST}:{REDIS_PORT}: {problem or 'it did not start'}")
+    problem = ensure_running("Redis", REDIS_HOST, REDIS_PORT, _start_redis)
+    if problem:
+        pytest.skip(problem)
     return f"redis://{REDIS_HOST}:{REDIS_PORT}"

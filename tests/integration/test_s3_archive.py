@@ -14,8 +14,8 @@ from pipeline.storage import (  # noqa: E402
     get_archive,
     quarantine_key,
 )
+from tests.archive_contract import PAYLOAD, check_delete, check_round_trip  # noqa: E402
 
-PAYLOAD = b"Obj\x01\x00\xff\xfe\r\n" + bytes(range(256)) * 64  # 16 KiB of every byte value
 
 
 @pytest.fixture
@@ -24,20 +24,12 @@ def archive(s3_endpoint, bucket):
 
 
 def test_round_trip(archive, s3_endpoint, bucket):
-    key = alert_key(1234567890123)
-    assert not archive.exists(key)
-    archive.save(key, PAYLOAD)
-    assert archive.exists(key)
-    assert archive.load(key) == PAYLOAD
+    key = check_round_trip(archive)
     # Stored under the prefix, byte for byte, as seen by an independent client.
     raw = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
         Bucket=bucket, Key=f"raw/v1/{key}")["Body"].read()
     assert raw == PAYLOAD
-    archive.save(key, b"replaced")
-    assert archive.load(key) == b"replaced"
-    archive.delete(key)
-    assert not archive.exists(key)
-    archive.delete(key)  # idempotent
+    check_delete(archive, key)
 
 
 def test_missing_key(archive):

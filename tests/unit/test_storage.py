@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tests.archive_contract import PAYLOAD, check_delete, check_round_trip
 from pipeline.storage import (
     ArchiveMissing,
     LocalArchive,
@@ -13,8 +14,6 @@ from pipeline.storage import (
     quarantine_key,
 )
 
-# Bytes that would break any text round trip: NUL, high bytes, CR/LF, an Avro magic.
-PAYLOAD = b"Obj\x01\x00\xff\xfe\r\n" + bytes(range(256)) * 4
 
 
 @pytest.fixture
@@ -37,16 +36,7 @@ def test_alert_and_quarantine_keys():
 
 
 def test_round_trip(archive):
-    key = alert_key(1234567890123)
-    assert not archive.exists(key)
-    archive.save(key, PAYLOAD)
-    assert archive.exists(key)
-    assert archive.load(key) == PAYLOAD
-    archive.save(key, b"replaced")
-    assert archive.load(key) == b"replaced"
-    archive.delete(key)
-    assert not archive.exists(key)
-    archive.delete(key)  # idempotent
+    check_delete(archive, check_round_trip(archive))
 
 
 def test_missing_key_raises_typed_keyerror(archive):
