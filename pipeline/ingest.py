@@ -209,9 +209,9 @@ def record_timing(batch_id, step, started, n):
     )
 
 
-def ingest_batch(items, archive, batch_id=None, is_simulated=lambda oid: False) -> BatchResult:
+def ingest_batch(items, archive, is_simulated=lambda oid: False) -> BatchResult:
     """Ingest one batch of Packet/SourceProblem items. Safe to repeat: nothing is written twice."""
-    batch_id = batch_id or new_batch_id()
+    batch_id = new_batch_id()
     started = timezone.now()
     summary = IngestSummary(batches=1, alerts_read=sum(1 for item in items if isinstance(item, Packet)))
     alerts, rejected = parse_packets(items)

@@ -1,8 +1,8 @@
 """Ingest the real packets twice through the eager embedded default (SQLite, in-process canvas)."""
 import io
+import re
 import tarfile
 
-import fastavro
 import pytest
 from django.db.models import Count
 
@@ -12,6 +12,7 @@ from pipeline.models import (
 )
 from pipeline.runner import ingest_paths
 from tests.conftest import require_shared
+from tests.packets import expected_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,34 +21,6 @@ TABLES = (Object, Detection, NonDetection, ForcedPhotometry, Ps1, Gaia, SolarSys
 
 def table_counts():
     return {model.__name__: model.objects.count() for model in TABLES}
-
-
-def same_night(prv):
-    """A history row's jd lies within a day of the night its pid encodes (night id = pid // 1e9, counted
-    from JD 2457754.5). Some rebroadcast packets break this (every prv jd set to one value); the adapter
-    drops those rows."""
-    start = 2457754.5 + prv["pid"] // 10**9
-    return start - 1 <= prv["jd"] < start + 2
-
-
-def expected_rows(folder):
-    """Unique detections, upper limits and forced-photometry epochs, counted straight from the
-    packets with fastavro."""
-    candids, limits, forced = set(), set(), set()
-    for path in sorted(folder.glob("*.avro")):
-        with open(path, "rb") as fh:
-            for record in fastavro.reader(fh):
-                candids.add(record["candid"])
-                for fp in record.get("fp_hists") or []:
-                    forced.add((record["objectId"], fp["fid"], fp["jd"]))
-                for prv in record.get("prv_candidates") or []:
-                    if not same_night(prv):
-                        continue
-                    if prv.get("candid") is not None:
-                        candids.add(prv["candid"])
-                    elif prv.get("diffmaglim") is not None:
-                        limits.add((record["objectId"], prv["fid"], prv["jd"]))
-    return candids, limits, forced
 
 
 def test_real_packets_twice_change_nothing(broker_env):
@@ -118,3 +91,17 @@ def test_ingest_files_task_on_the_ingest_queue(broker_env):
     assert result["alerts_read"] == len(list(folder.glob("*.avro"))) == RawAlert.objects.count()
     assert result["batches"] == -(-result["alerts_read"] // 7)
     assert tasks.ingest_files.apply(args=([str(folder)],)).get()["duplicates_skipped"] == result["alerts_read"]
+
+
+def test_ingest_command_prints_summary_and_step_latencies(broker_env):
+    from django.core.management import call_command
+
+    folder = require_shared("ztf_alerts_older_schemas")
+    out = io.StringIO()
+    call_command("ingest", str(folder), "--batch-size", "7", "--no-progress", stdout=out)
+    text = out.getvalue()
+    n = len(list(folder.glob("*.avro")))
+    batches = -(-n // 7)
+    assert f"alerts read          {n}" in text and f"batches              {batches}" in text
+    for step in ("ingest", "xmatch", "correct", "magstats", "features"):
+        assert re.search(rf"^  {step} +{batches} batches", text, re.M), text

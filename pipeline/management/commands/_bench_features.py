@@ -2,13 +2,12 @@
 
 import numpy as np
 import pandas as pd
-from django.conf import settings
 
+from pipeline.bench import SHARED_DATA
 from pipeline.lightcurves import frames_from_packets
 from pipeline.simulate import simulate_packets
 from pipeline.steps.features import benchmark
 
-SHARED = settings.BASE_DIR.parent / "shared" / "data"
 
 
 def demo_night(n_objects):
@@ -16,18 +15,18 @@ def demo_night(n_objects):
 
 
 def real_packets():
-    folder = SHARED / "ztf_alerts"
+    folder = SHARED_DATA / "ztf_alerts"
     return frames_from_packets(p.read_bytes() for p in sorted(folder.glob("*.avro"))) if folder.exists() else None
 
 
 def labeled_curves(min_points=20, max_points=200):
     """BTS SN Ia and ALeRCE periodic-star light curves of 20-200 points (no rb given: rb set to 1)."""
     parts = []
-    bts = SHARED / "labeled" / "bts_snia" / "lightcurves.csv"
+    bts = SHARED_DATA / "labeled" / "bts_snia" / "lightcurves.csv"
     if bts.exists():
         lc = pd.read_csv(bts).rename(columns={"mag": "magpsf", "magerr": "sigmapsf"})
         parts.append(lc[["oid", "mjd", "fid", "magpsf", "sigmapsf"]].assign(rb=1.0))
-    periodic = SHARED / "labeled" / "alerce_periodic25" / "detections.csv"
+    periodic = SHARED_DATA / "labeled" / "alerce_periodic25" / "detections.csv"
     if periodic.exists():
         parts.append(pd.read_csv(periodic)[["oid", "mjd", "fid", "magpsf", "sigmapsf", "rb"]])
     if not parts:

@@ -11,7 +11,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from pipeline import bench
 
-SHARED_ZTF = settings.BASE_DIR.parent / "shared" / "data" / "ztf_alerts"
 
 
 class Command(BaseCommand):
@@ -25,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("what", choices=["ingest", "features", "ingest-db"])
         parser.add_argument("--alerts", type=int, default=3000, help="Replayed alerts (ingest)")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
-        parser.add_argument("--data", nargs="+", default=[str(SHARED_ZTF)], help="Folders of real packets")
+        parser.add_argument("--data", nargs="+", default=[str(bench.SHARED_DATA / "ztf_alerts")], help="Folders of real packets")
         parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
                             help="PostgreSQL server for the database stage ('' to skip)")
         parser.add_argument("--packets", help=("(internal) folder of replayed packets for ingest-db"))
