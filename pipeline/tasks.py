@@ -68,8 +68,7 @@ def magstats(oids):
         return 0
     non_detections = loaders.non_detections(oids)
     flags = loaders.object_flags(oids)
-    stats = magstats_step.magstats(detections, non_detections)
-    stats["step_id_corr"] = correction.CORRECTION_VERSION
+    stats = magstats_step.magstats(detections, non_detections, flags)
     columns = [f.name for f in MagStats._meta.concrete_fields if f.name != "id"]
     stats_rows = stats.reindex(columns=columns)
     db.upsert(MagStats, stats_rows, unique_fields=["oid", "fid"], update_fields=columns[2:])

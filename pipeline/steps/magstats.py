@@ -78,9 +78,11 @@ def _dmdt(ordered, non_detections):
     return best.set_index(KEYS)[columns]
 
 
-def magstats(detections_corrected: pd.DataFrame, non_detections: pd.DataFrame | None = None) -> pd.DataFrame:
+def magstats(detections_corrected: pd.DataFrame, non_detections: pd.DataFrame | None = None,
+             objects_flags: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (oid, fid) of ``correction.correct`` output (plus optional non-detections
-    with oid, fid, mjd, diffmaglim).
+    with oid, fid, mjd, diffmaglim, and the objects' flags as ``correction.correct_objects`` gives
+    them: their ``stellar`` is used as is, else it is computed here with ``is_stellar``).
 
     Columns: oid, fid, ndet, ndubious, [nrfid if the input has rfid], firstmjd, lastmjd,
     mag{mean,median,max,min,sigma,first,last} and their _corr twins (see module docstring),
@@ -107,7 +109,10 @@ def magstats(detections_corrected: pd.DataFrame, non_detections: pd.DataFrame | 
     corr = ordered[ordered["corrected"].fillna(False).astype(bool).to_numpy()]
     out = out.join(_mag_stats(corr, "magpsf_corr", "_corr"))
     out["corrected"] = grouped["corrected"].first().fillna(False).astype(bool)
-    stellar = is_stellar(det)
+    if objects_flags is not None:
+        stellar = objects_flags.set_index("oid")["stellar"]
+    else:
+        stellar = is_stellar(det)
     oids = out.index.get_level_values("oid")
     out["stellar"] = stellar.reindex(oids).fillna(False).astype(bool).to_numpy()
     out["step_id_corr"] = CORRECTION_VERSION

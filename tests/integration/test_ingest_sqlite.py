@@ -4,7 +4,7 @@ import re
 import tarfile
 
 import pytest
-from django.db.models import Count
+from django.db.models import Count, F
 
 from pipeline.models import (
     Detection, ForcedPhotometry, Gaia, MagStats, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem,
@@ -49,6 +49,9 @@ def test_real_packets_twice_change_nothing(broker_env):
     # The canvas ran on every batch: correction, magstats, and cross-match (queued: no local index).
     assert set(StepTiming.objects.values_list("step", flat=True)) >= {"ingest", "correct", "magstats", "xmatch"}
     assert MagStats.objects.values("oid").distinct().count() == after_first["Object"]
+    # Per-band stats carry the object's stellar flag as the correction step set it.
+    assert MagStats.objects.filter(stellar=True).exists()
+    assert not MagStats.objects.exclude(stellar=F("oid__stellar")).exists()
     assert not Detection.objects.filter(corrected__isnull=True).exists()
     # Every detection has corrected photometry or the reason why not.
     assert not Detection.objects.filter(magpsf_corr__isnull=True, corr_note="").exists()

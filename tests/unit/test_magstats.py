@@ -230,3 +230,11 @@ def test_large_random_batch_counts_add_up():
     assert stats["ndubious"].sum() == det["dubious"].sum()
     counts = df.groupby(["oid", "fid"]).size()
     assert (stats.set_index(["oid", "fid"])["ndet"].sort_index() == counts.sort_index()).all()
+
+
+def test_stellar_comes_from_the_objects_flags_when_given():
+    det = correct(pd.DataFrame([_det("X", 1, 1.0, 18.0, 1), _det("X", 2, 2.0, 18.5, 2), _det("Y", 1, 1.5, 19.0, 3)]))
+    flags = pd.DataFrame({"oid": ["X", "Y"], "corrected": [False, False], "stellar": [True, False]})
+    stats = magstats(det, None, flags).set_index(["oid", "fid"])
+    assert stats["stellar"].to_dict() == {("X", 1): True, ("X", 2): True, ("Y", 1): False}
+    assert magstats(det)["stellar"].all()  # computed here: every source is a PS1 star under the reference
