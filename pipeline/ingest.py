@@ -23,7 +23,7 @@ from .models import (
 from .sources import Packet, SourceProblem
 from .storage import alert_key, quarantine_key
 from .surveys.base import BadAlert
-from .surveys.ztf import decode_container, parse_record
+from .surveys.ztf import decode_container, is_simulated_oid, parse_record
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,14 @@ def _collect_rows(alerts):
     return objects, detections, non_detections, forced, ps1, gaia, ss
 
 
-def _write_objects(objects, simulated_oids, now):
+def _write_objects(objects, now):
     rows = []
     for oid, fields_ in objects.items():
         row = {name: fields_.get(name) for name in OBJECT_HISTORY_FIELDS}
         row.update(
             oid=oid,
             survey="ztf",
-            simulated=oid in simulated_oids,
+            simulated=is_simulated_oid(oid),
             meanra=fields_["ra"],
             meandec=fields_["dec"],
             ndet=0,
@@ -209,7 +209,7 @@ def record_timing(batch_id, step, started, n):
     )
 
 
-def ingest_batch(items, archive, is_simulated=lambda oid: False) -> BatchResult:
+def ingest_batch(items, archive) -> BatchResult:
     """Ingest one batch of Packet/SourceProblem items. Safe to repeat: nothing is written twice."""
     batch_id = new_batch_id()
     started = timezone.now()
@@ -231,7 +231,7 @@ def ingest_batch(items, archive, is_simulated=lambda oid: False) -> BatchResult:
     # Raw bytes are written while the rows are; the transaction commits only once they are stored.
     archiving = _ARCHIVE_WRITER.submit(archive.save_many, [(key, p.data) for p, key in packet_keys.values()])
     with transaction.atomic():
-        new_oids = _write_objects(objects, {o for o in objects if is_simulated(o)}, now)
+        new_oids = _write_objects(objects, now)
         summary.new_objects = len(new_oids)
         inserted = set(db.insert_ignore(Detection, list(detections.values())))
         summary.detections = len(inserted)

@@ -12,15 +12,13 @@ from .sources import batched, iter_packets
 log = logging.getLogger(__name__)
 
 
-def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, out=sys.stdout, is_simulated=None):
+def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
     """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any)."""
-    from .simulate import is_simulated_oid
-
     total = IngestSummary()
     pending = []
     bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
     for items in batched(iter_packets(paths), batch_size):
-        result = ingest_batch(items, archive(), is_simulated=is_simulated or is_simulated_oid)
+        result = ingest_batch(items, archive())
         total.add(result.summary)
         total.batch_ids.append(result.batch_id)
         bar.update(result.summary.alerts_read)

@@ -43,7 +43,6 @@ import gzip
 import hashlib
 import io
 import json
-import re
 from dataclasses import dataclass, field as _field
 from pathlib import Path
 from typing import Iterator
@@ -51,6 +50,8 @@ from typing import Iterator
 import fastavro
 import numpy as np
 from astropy.io import fits
+
+from .surveys.ztf import is_simulated_oid  # noqa: F401 - part of this module's API
 
 __all__ = [
     "PUBLISHER", "SCHEMA_VERSION", "CLASSES", "STAMP_CLASS", "SIM_CANDID_MIN", "SIM_CANDID_MAX",
@@ -62,18 +63,12 @@ SCHEMA_VERSION = "4.02"
 PUBLISHER = "ZTF-sim (SIMULATED data, alert-broker demo; not from ZTF)"
 SIM_CANDID_MIN = 10**16
 SIM_CANDID_MAX = 2 * 10**16
-_SIM_OID = re.compile(r"^ZTFSIM\d{2}[a-z]{7}$")
 
 # light-curve class -> ALeRCE stamp-classifier class; default mix of a night
 STAMP_CLASS = {"SNIa": "SN", "SNII": "SN", "AGN": "AGN", "RRL": "VS", "EB": "VS",
                "asteroid": "asteroid", "bogus": "bogus"}
 CLASSES = {"SNIa": 0.18, "SNII": 0.12, "AGN": 0.14, "RRL": 0.14, "EB": 0.12,
            "asteroid": 0.14, "bogus": 0.16}
-
-
-def is_simulated_oid(oid: str) -> bool:
-    """True for ids made here (``ZTFSIM`` + yy + 7 letters); never true for a real ZTF id."""
-    return bool(_SIM_OID.match(oid))
 
 
 def is_simulated_candid(candid: int) -> bool:

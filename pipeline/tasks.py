@@ -15,7 +15,7 @@ from django.utils import timezone
 from . import db, loaders
 from .backends import xmatch_backend
 from .ingest import new_batch_id, record_timing
-from .models import AllWise, Detection, Feature, MagStats, Object, Xmatch, XmatchPending
+from .models import AllWise, Detection, Feature, MagStats, Xmatch, XmatchPending
 from .steps import correction, magstats as magstats_step
 from .steps.features import FEATURE_VERSION, compute_features
 from .steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable

@@ -27,6 +27,7 @@ Pure Python + fastavro; no Django, no Celery.
 import gzip
 import io
 import json
+import re
 import warnings
 import zlib
 
@@ -91,6 +92,15 @@ GAIA_KEYS = ("oid", "candid", "neargaia", "neargaiabright", "maggaia", "maggaiab
 SS_KEYS = ("oid", "candid", "ssdistnr", "ssmagnr", "ssnamenr")
 OBJECT_KEYS = ("oid", "ndethist", "ncovhist", "mjdstarthist", "mjdendhist", "ra", "dec")
 CUTOUT_FIELDS = {"science": "cutoutScience", "template": "cutoutTemplate", "difference": "cutoutDifference"}
+
+
+_SIMULATED_OID = re.compile(r"^ZTFSIM\d{2}[a-z]{7}$")
+
+
+def is_simulated_oid(oid: str) -> bool:
+    """True for the simulator's ids (``ZTFSIM`` + yy + 7 letters); never true for a real ZTF id
+    (``ZTF`` + yy + 7 letters)."""
+    return bool(_SIMULATED_OID.match(oid))
 
 
 def jd_to_mjd(jd):

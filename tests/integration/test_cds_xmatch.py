@@ -68,7 +68,6 @@ def test_cds_backend_retries_then_gives_up_with_the_unanswered_objects(sky):
 @pytest.mark.django_db(transaction=True)
 def test_pipeline_with_the_cds_backend(broker_env, settings, tmp_path):
     """XMATCH_BACKEND=cds end to end: ingest a simulated night, the xmatch task asks the service."""
-    import io
 
     from pipeline import backends
     from pipeline.models import Object, Xmatch, XmatchPending
@@ -81,7 +80,7 @@ def test_pipeline_with_the_cds_backend(broker_env, settings, tmp_path):
     with CdsStandIn(catalog) as cds:
         settings.XMATCH_BACKEND, settings.XMATCH_CDS_URL = "cds", cds.url
         backends.xmatch_backend.cache_clear()
-        ingest_paths([tmp_path / "night"], batch_size=100, progress=False, out=io.StringIO())
+        ingest_paths([tmp_path / "night"], batch_size=100, progress=False)
     build_local_index(catalog, tmp_path / "index.npz")
     objects = pd.DataFrame(Object.objects.values("oid", "meanra", "meandec")).rename(columns={"meanra": "ra", "meandec": "dec"})
     expected = LocalCatalogBackend(tmp_path / "index.npz").match(objects)

@@ -84,7 +84,7 @@ EXPECTED = {
 
 def test_each_bad_input_is_quarantined_with_its_reason(bad_night):
     night, empty, broken_tar = bad_night
-    summary = ingest_paths([night, empty, broken_tar], batch_size=4, progress=False, out=io.StringIO())
+    summary = ingest_paths([night, empty, broken_tar], batch_size=4, progress=False)
 
     reasons = {q.source: q.reason.lower() for q in Quarantine.objects.all()}
     for name, words in EXPECTED.items():
@@ -102,6 +102,6 @@ def test_each_bad_input_is_quarantined_with_its_reason(bad_night):
     assert Detection.objects.filter(has_stamp=True).exists()
     assert summary.quarantined == len(EXPECTED) + 2
 
-    again = ingest_paths([night, empty, broken_tar], batch_size=4, progress=False, out=io.StringIO())
+    again = ingest_paths([night, empty, broken_tar], batch_size=4, progress=False)
     assert Quarantine.objects.count() == len(reasons)
     assert again.quarantined == summary.quarantined

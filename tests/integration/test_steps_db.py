@@ -25,7 +25,7 @@ def test_failed_crossmatch_is_queued_then_retried(broker_env):
     catalog = simulated_allwise(plan_night(40, seed=5).objects, seed=5)
     catalog.to_csv(broker_env / "allwise.csv", index=False)
 
-    ingest_paths([night_dir], batch_size=100, progress=False, out=io.StringIO())
+    ingest_paths([night_dir], batch_size=100, progress=False)
     n_objects = Object.objects.count()
     assert XmatchPending.objects.count() == n_objects and not Xmatch.objects.exists()
     assert "load_catalog" in XmatchPending.objects.first().last_error
@@ -56,7 +56,7 @@ def test_features_are_stored_for_every_object_and_recomputed_on_new_detections(b
     packets = [folder / f"{candid}.avro" for candid in repeated[repeated["objectId"] == oid]["candid"]]
     assert all(p.exists() for p in packets)
 
-    ingest_paths(packets[:1], batch_size=10, progress=False, out=io.StringIO())
+    ingest_paths(packets[:1], batch_size=10, progress=False)
     state = ObjectFeatureState.objects.get(oid=oid)
     first_ndet = state.ndet
     assert state.version == FEATURE_VERSION and first_ndet == Detection.objects.filter(oid=oid).count()
@@ -70,7 +70,7 @@ def test_features_are_stored_for_every_object_and_recomputed_on_new_detections(b
     assert (stored.value is None and n_det_g == 0) or stored.value <= n_det_g
 
     assert tasks.features.run("again", [oid])["n"] == 0  # nothing new: not recomputed
-    ingest_paths(packets[1:], batch_size=10, progress=False, out=io.StringIO())
+    ingest_paths(packets[1:], batch_size=10, progress=False)
     state.refresh_from_db()
     assert state.ndet == Detection.objects.filter(oid=oid).count() > first_ndet
     assert Feature.objects.filter(oid=oid).count() == len(FEATURE_NAMES)
@@ -92,8 +92,8 @@ def test_alert_crossmatches_keep_the_newest_alert(broker_env):
     with open(newest, "rb") as fh:
         candidate = next(fastavro.reader(fh))["candidate"]
 
-    ingest_paths([newest], batch_size=10, progress=False, out=io.StringIO())
-    ingest_paths(packets[:-1], batch_size=10, progress=False, out=io.StringIO())  # older alerts later
+    ingest_paths([newest], batch_size=10, progress=False)
+    ingest_paths(packets[:-1], batch_size=10, progress=False)  # older alerts later
     ps1 = Ps1.objects.get(oid=oid)
     assert ps1.candid == candidate["candid"] and ps1.objectidps1 == candidate["objectidps1"]
     assert Gaia.objects.get(oid=oid).candid == candidate["candid"]
@@ -103,7 +103,8 @@ def test_alert_crossmatches_keep_the_newest_alert(broker_env):
 def test_reprocess_rebuilds_what_the_steps_write(broker_env):
     night_dir = broker_env / "night"
     simulate_night(night_dir, 12, seed=9)
-    ingest_paths([night_dir], batch_size=100, progress=False, out=io.StringIO())
+    ingest_paths([night_dir], batch_size=100, progress=False)
+    assert not Object.objects.filter(simulated=False).exists()  # every ZTFSIM object is marked simulated
     n_magstats, n_features = MagStats.objects.count(), Feature.objects.count()
     assert n_magstats and n_features == Object.objects.count() * len(FEATURE_NAMES)
 

@@ -1,5 +1,4 @@
 """The alert Avro API (served from an S3 archive on a local S3 server) and the admin pages."""
-import io
 import shutil
 
 import pytest
@@ -27,7 +26,7 @@ def s3_night(broker_env, settings, s3_endpoint, bucket, monkeypatch):
     for path in packets:
         shutil.copy(path, night / path.name)
     (night / "broken.avro").write_bytes(b"not an alert")
-    summary = ingest_paths([night], batch_size=10, progress=False, out=io.StringIO())
+    summary = ingest_paths([night], batch_size=10, progress=False)
     return packets, summary
 
 

@@ -7,7 +7,6 @@ from scipy import stats
 
 from pipeline.steps.features import variability
 from pipeline.steps.features.base import NOT_FINITE, TOO_FEW_POINTS, Missing
-from tests.conftest import require_shared
 
 
 def _fats_reference(t, m, e):

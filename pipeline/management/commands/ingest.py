@@ -21,7 +21,6 @@ class Command(BaseCommand):
             pipeline=not opts["no_pipeline"],
             wait=not opts["no_wait"],
             progress=not opts["no_progress"],
-            out=self.stdout,
         )
         self.stdout.write(summary.report())
         if not opts["no_wait"]:
