@@ -50,28 +50,27 @@ class ReadOnlyPipelineAdmin(admin.ModelAdmin):
         return False
 
 
-class DetectionInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class DetectionInline(ReadOnlyInline):
     model = models.Detection
     fields = ("candid", "mjd", "fid", "magpsf", "sigmapsf", "magpsf_corr", "isdiffpos", "corrected", "dubious", "rb")
-    readonly_fields = fields
     ordering = ("mjd",)
-    extra = 0
-    can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-
-class MagStatsInline(admin.TabularInline):
+class MagStatsInline(ReadOnlyInline):
     model = models.MagStats
     fields = ("fid", "ndet", "ndubious", "magmean", "magmin", "magmax", "magmean_corr", "firstmjd", "lastmjd")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(models.Object)
