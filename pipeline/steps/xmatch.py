@@ -436,26 +436,15 @@ def parse_cds_response(table, oid_column="oid"):
 
 
 def _transient_errors():
-    """Exceptions worth a retry: network, HTTP, time-outs and CDS-side refusals."""
-    errors = [OSError, TimeoutError]
-    try:
-        import requests
-
-        errors.append(requests.exceptions.RequestException)
-    except ImportError:  # pragma: no cover - requests comes with astroquery
-        pass
-    try:
-        from astroquery import exceptions as aq
-
-        errors += [aq.RemoteServiceError, aq.InvalidQueryError, aq.TimeoutError]
-    except ImportError:  # pragma: no cover
-        pass
-    # The service answered something that is not a VOTable (an HTML error page from an overloaded
-    # server, also when astroquery tries to read the error of a failed request).
+    """Exceptions worth a retry: network, HTTP, time-outs, CDS-side refusals, and an answer that is
+    not a VOTable (an HTML error page from an overloaded server, also when astroquery tries to read
+    the error of a failed request)."""
+    import requests
     from astropy.io.votable.exceptions import E19
+    from astroquery import exceptions as aq
 
-    errors.append(E19)
-    return tuple(errors)
+    return (OSError, TimeoutError, requests.exceptions.RequestException, aq.RemoteServiceError,
+            aq.InvalidQueryError, aq.TimeoutError, E19)
 
 
 class CdsXmatchBackend(XmatchBackend):
