@@ -245,11 +245,12 @@ class Quarantine(models.Model):
     oid = models.CharField(max_length=32, blank=True, default="")
     candid = models.BigIntegerField(null=True, blank=True)
     batch_id = models.CharField(max_length=64, blank=True, default="")
+    step = models.CharField(max_length=32, default="ingest", help_text="The step that could not use it")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         db_table = "quarantine"
-        constraints = [models.UniqueConstraint(fields=["sha256"], name="quarantine_unique_bytes")]
+        constraints = [models.UniqueConstraint(fields=["sha256", "step"], name="quarantine_unique_bytes_step")]
 
 
 class StepTiming(models.Model):
@@ -397,3 +398,28 @@ class ObjectFeatureState(models.Model):
 
     class Meta:
         db_table = "feature_state"
+
+
+class Probability(models.Model):
+    """One class probability of one classifier for one object (ALeRCE's probability table)."""
+
+    oid = models.ForeignKey(
+        Object, on_delete=models.CASCADE, db_column="oid", related_name="probabilities", db_index=False
+    )  # covered by the unique (oid, ...) constraint
+    classifier_name = models.CharField(max_length=64)
+    classifier_version = models.CharField(max_length=64)
+    class_name = models.CharField(max_length=32)
+    probability = models.FloatField()
+    ranking = models.SmallIntegerField(help_text="1 for the most probable class of this classifier")
+
+    class Meta:
+        db_table = "probability"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["oid", "classifier_name", "classifier_version", "class_name"], name="probability_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["classifier_name", "class_name", "ranking", "probability"],
+                         name="probability_class_query"),
+        ]

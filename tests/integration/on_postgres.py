@@ -15,7 +15,7 @@ def main():
     if problem:
         print(f"integration tests on PostgreSQL skipped: {problem}")
         return 0
-    env = dict(os.environ, DATABASE_URL=f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/broker_tests")
+    env = dict(os.environ, DATABASE_URL=f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{os.environ.get('TEST_PG_DB', 'broker_tests')}")
     print("integration tests again, on PostgreSQL", flush=True)
     return subprocess.call([sys.executable, "-m", "pytest", "tests/integration", "-m", "not services", *sys.argv[1:]], env=env)
 
