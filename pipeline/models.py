@@ -423,3 +423,19 @@ class Probability(models.Model):
             models.Index(fields=["classifier_name", "class_name", "ranking", "probability"],
                          name="probability_class_query"),
         ]
+
+
+class OutlierScore(models.Model):
+    """How unusual an object is within its predicted light-curve branch (higher: more unusual)."""
+
+    oid = models.ForeignKey(Object, on_delete=models.CASCADE, db_column="oid", related_name="outlier_scores",
+                            db_index=False)  # covered by the unique (oid, version) constraint
+    version = models.CharField(max_length=64)
+    branch = models.CharField(max_length=32, help_text="Predicted top-level class the score is relative to")
+    score = models.FloatField()
+    is_outlier = models.BooleanField(default=False, help_text="Among the most unusual 1% of its branch")
+
+    class Meta:
+        db_table = "outlier_score"
+        constraints = [models.UniqueConstraint(fields=["oid", "version"], name="outlier_score_unique")]
+        indexes = [models.Index(fields=["branch", "is_outlier", "score"], name="outlier_score_branch")]
