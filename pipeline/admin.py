@@ -70,7 +70,8 @@ class DetectionInline(ReadOnlyInline):
 
 class MagStatsInline(ReadOnlyInline):
     model = models.MagStats
-    fields = ("fid", "ndet", "ndubious", "magmean", "magmin", "magmax", "magmean_corr", "firstmjd", "lastmjd")
+    fields = ("fid", "ndet", "ndubious", "magmean", "magmin", "magmax", "magmean_corr", "saturation_rate", "firstmjd",
+              "lastmjd")
 
 
 @admin.register(models.Object)
@@ -109,7 +110,7 @@ class ForcedPhotometryAdmin(ReadOnlyPipelineAdmin):
 @admin.register(models.MagStats)
 class MagStatsAdmin(ReadOnlyPipelineAdmin):
     list_display = ("oid", "fid", "ndet", "ndubious", "magmean", "magmedian", "magmin", "magmax", "magsigma",
-                    "magmean_corr", "corrected", "stellar")
+                    "magmean_corr", "saturation_rate", "corrected", "stellar")
     search_fields = ("=oid__oid",)
     list_filter = ("fid", "corrected", "stellar")
     raw_id_fields = ("oid",)

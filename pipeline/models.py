@@ -304,6 +304,9 @@ class MagStats(models.Model):
     dm_first = models.FloatField(null=True, blank=True)
     sigmadm_first = models.FloatField(null=True, blank=True)
     dt_first = models.FloatField(null=True, blank=True)
+    saturation_rate = models.FloatField(
+        null=True, blank=True, help_text="Corrected detections brighter than 13.2 mag / corrected detections"
+    )
     step_id_corr = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:

@@ -63,12 +63,13 @@ def correct(oids):
 
 @step_task("magstats")
 def magstats(oids):
-    detections = loaders.detections(oids, loaders.MAGSTATS_INPUT_FIELDS)
+    fields = list(dict.fromkeys(loaders.MAGSTATS_INPUT_FIELDS + magstats_step.STELLAR_INPUTS))
+    detections = loaders.detections(oids, fields)
     if detections.empty:
         return 0
     non_detections = loaders.non_detections(oids)
     flags = loaders.object_flags(oids)
-    stats = magstats_step.magstats(detections, non_detections, flags)
+    stats = magstats_step.magstats(detections, non_detections)
     columns = [f.name for f in MagStats._meta.concrete_fields if f.name != "id"]
     stats_rows = stats.reindex(columns=columns)
     db.upsert(MagStats, stats_rows, unique_fields=["oid", "fid"], update_fields=columns[2:])
