@@ -199,7 +199,7 @@ def is_stellar_per_band(detections: pd.DataFrame) -> pd.Series:
     return _stellar(detections, ["oid", "fid"])
 
 
-def _stellar(detections, keys):
+def _stellar(detections, keys, chained_sharpnr=False):
     if len(detections) == 0:
         index = pd.MultiIndex.from_arrays([[]] * len(keys), names=keys) if len(keys) > 1 else pd.Index(
             [], name=keys[0])
@@ -208,7 +208,11 @@ def _stellar(detections, keys):
     near_ztf = (distnr < DISTANCE_THRESHOLD) & magnr.notna()
     chinr = _as_float(detections, "chinr")
     sharpnr = _as_float(detections, "sharpnr")
-    stellar_ztf = (chinr < CHINR_THRESHOLD) & (sharpnr > SHARPNR_MIN) & (sharpnr < SHARPNR_MAX)
+    if chained_sharpnr:  # ALeRCE's ``(SHARPNR_MIN < s) < SHARPNR_MAX``: True iff not s > SHARPNR_MIN
+        in_window = ~(sharpnr > SHARPNR_MIN)
+    else:
+        in_window = (sharpnr > SHARPNR_MIN) & (sharpnr < SHARPNR_MAX)
+    stellar_ztf = (chinr < CHINR_THRESHOLD) & in_window
     distps = _as_float(detections, "distpsnr1")
     distps = distps.where(distps >= 0)
     sgscore = _as_float(detections, "sgscore1")
@@ -259,3 +263,26 @@ def correct_objects(detections: pd.DataFrame):
     objects["step_id_corr"] = CORRECTION_VERSION
     objects = objects.rename_axis("oid").reset_index()
     return corrected, objects
+
+
+def flag_summary(corrected_detections: pd.DataFrame) -> dict:
+    """Counts behind the README's design notes, from ``correct`` output that keeps the reference and
+    PS1 columns: detections, corrected, dubious (all, among corrected), corrected without a magnitude or
+    without an error, and the objects and bands whose ``stellar`` differs under ALeRCE's chained
+    sharpnr comparison."""
+    det = corrected_detections
+    corrected = det["corrected"].fillna(False).astype(bool)
+    dubious_flags = det["dubious"].fillna(False).astype(bool)
+    summary = {
+        "detections": len(det), "corrected": int(corrected.sum()), "dubious": int(dubious_flags.sum()),
+        "dubious_corrected": int((dubious_flags & corrected).sum()),
+        "corrected_no_magnitude": int((corrected & det["magpsf_corr"].isna()).sum()),
+        "corrected_no_error": int((corrected & det["magpsf_corr"].notna() & det["sigmapsf_corr"].isna()).sum()),
+    }
+    for name, keys in (("objects", ["oid"]), ("bands", ["oid", "fid"])):
+        ours, theirs = _stellar(det, keys), _stellar(det, keys, chained_sharpnr=True)
+        summary[name] = len(ours)
+        summary[f"{name}_stellar"] = int(ours.sum())
+        summary[f"{name}_stellar_chained_sharpnr"] = int(theirs.sum())
+        summary[f"{name}_stellar_differs"] = int((ours != theirs).sum())
+    return summary

@@ -302,3 +302,23 @@ def test_real_packets_dubious_rule(ztf_detections):
     assert root_failed.sum() > 0.2 * corr.sum()
     assert not out.loc[root_failed & (first == corr), "dubious"].any()
     assert (out["dubious"] & corr).sum() < 0.03 * corr.sum()
+
+
+def test_flag_summary_and_alerce_chained_sharpnr():
+    """ALeRCE's ``(-0.13 < s) < 0.1`` compares a bool with 0.1: True exactly where s > -0.13 is False."""
+    rows = [
+        _det("P", 1, 1.0, 0.3, sharpnr=0.05, candid=1),   # point-like: ours stellar, chained not
+        _det("Q", 1, 1.0, 0.3, sharpnr=-0.2, candid=2),   # ours not, chained stellar
+        _det("R", 1, 1.0, 0.3, sharpnr=0.3, candid=3),    # neither
+        _det("R", 2, 1.0, 2.0, isdiffpos=-1, candid=4),   # not corrected, negative: dubious
+        _det("S", 1, 1.0, 0.3, magpsf=16.9, isdiffpos=-1, candid=5),  # no corrected magnitude: dubious
+        _det("T", 1, 1.0, 0.3, magpsf=18.0, sigmapsf=0.01, magnr=15.0, sigmagnr=0.05, sharpnr=0.5, candid=6),
+    ]
+    summary = correction.flag_summary(correct(_frame(rows)))
+    assert summary == {
+        "detections": 6, "corrected": 5, "dubious": 2, "dubious_corrected": 1, "corrected_no_magnitude": 1,
+        "corrected_no_error": 1,
+        # stellar: ours P and S (sharpnr 0), chained only Q: sharpnr 0 is outside ALeRCE's chained window
+        "objects": 5, "objects_stellar": 2, "objects_stellar_chained_sharpnr": 1, "objects_stellar_differs": 3,
+        "bands": 6, "bands_stellar": 2, "bands_stellar_chained_sharpnr": 1, "bands_stellar_differs": 3,
+    }
