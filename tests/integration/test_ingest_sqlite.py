@@ -50,9 +50,11 @@ def test_real_packets_twice_change_nothing(broker_env):
     # The canvas ran on every batch: correction, magstats, and cross-match (queued: no local index).
     assert set(StepTiming.objects.values_list("step", flat=True)) >= {"ingest", "correct", "magstats", "xmatch"}
     assert MagStats.objects.values("oid").distinct().count() == after_first["Object"]
-    # Per-band stats carry the object's stellar flag as the correction step set it.
+    # Per-band stellar is the band's first detection's; the band holding the object's first detection
+    # carries the object's flag as the correction step set it.
     assert MagStats.objects.filter(stellar=True).exists()
-    assert not MagStats.objects.exclude(stellar=F("oid__stellar")).exists()
+    assert MagStats.objects.exclude(stellar=F("oid__stellar")).exists()
+    assert not MagStats.objects.filter(firstmjd=F("oid__firstmjd")).exclude(stellar=F("oid__stellar")).exists()
     assert not Detection.objects.filter(corrected__isnull=True).exists()
     # Every detection has corrected photometry or the reason why not.
     assert not Detection.objects.filter(magpsf_corr__isnull=True, corr_note="").exists()
