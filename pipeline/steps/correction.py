@@ -32,7 +32,7 @@ brings an earlier detection re-decides the flags of the stored ones):
 The first three clauses are ALeRCE's rule as written; the last is ours (ALeRCE writes magnitude 100
 and does not flag it). A negative argument of the error's square root is not dubious: it leaves
 ``dm_corr`` missing (with its ``corr_note``) and nothing else. On the shared real ZTF packets
-these flags mark 2.1% of corrected detections dubious (see README, "Design notes").
+these flags mark 1.0% of corrected detections (2.1% of all) dubious (README, "Design notes").
 ZTF writes -999 for "no value" in the reference/PS1 columns; such values (and negative distances,
 magnitudes <= 0, negative errors, sgscore1 outside [0, 1]) are read as missing.
 """
@@ -183,8 +183,8 @@ def is_stellar(detections: pd.DataFrame) -> pd.Series:
       PASP 130, 128001), 1 = star, and ALeRCE calls > 0.4 stellar; chinr < 2 with sharpnr in
       (-0.13, 0.1) is the point-source locus of DAOPHOT-style fits of the ZTF reference-image
       source, used only when PS1 has no source within the radius. (ALeRCE's current code writes
-      the sharpnr window as ``(min < s) < max``, which compares a bool; we apply the intended
-      two-sided window.)
+      the sharpnr window as ``(min < s) < max``, which compares a bool and is true exactly when s
+      is not above min; we apply the intended two-sided window.)
     Missing values never raise: a comparison with NaN is False.
     """
     return _stellar(detections, ["oid"])
