@@ -179,9 +179,9 @@ class RawAlertAdmin(ReadOnlyPipelineAdmin):
 
 @admin.register(models.Quarantine)
 class QuarantineAdmin(ReadOnlyPipelineAdmin):
-    list_display = ("created", "reason", "source", "oid", "candid", "size", "archive_key")
+    list_display = ("created", "step", "reason", "source", "oid", "candid", "size", "archive_key")
     search_fields = ("=oid", "=candid", "reason", "source", "=sha256")
-    list_filter = ("created",)
+    list_filter = ("step", "created")
 
 
 @admin.register(models.StepTiming)
@@ -189,3 +189,19 @@ class StepTimingAdmin(ReadOnlyPipelineAdmin):
     list_display = ("batch_id", "step", "started", "finished", "n", "hostname")
     search_fields = ("=batch_id",)
     list_filter = ("step", "hostname", "finished")
+
+
+@admin.register(models.Probability)
+class ProbabilityAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("oid", "classifier_name", "classifier_version", "class_name", "probability", "ranking")
+    search_fields = ("=oid__oid", "class_name")
+    list_filter = ("classifier_name", "classifier_version", "class_name", "ranking")
+    raw_id_fields = ("oid",)
+
+
+@admin.register(models.OutlierScore)
+class OutlierScoreAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("oid", "branch", "score", "is_outlier", "version")
+    search_fields = ("=oid__oid",)
+    list_filter = ("branch", "is_outlier", "version")
+    raw_id_fields = ("oid",)
