@@ -9,7 +9,8 @@ classifier features (Sánchez-Sáez et al. 2021, AJ 161 141; ``lc_classifier``):
    ``FeatureResult.lc_used`` says which. Points whose chosen magnitude is NaN (dubious corrections)
    are dropped.
 2. ALeRCE's clean-up (``ZTFLightcurvePreprocessor``): real-bogus ``rb >= 0.55``, error in (0, 1) mag,
-   one detection per (object, band, mjd) (the highest rb). ``rb_min=None`` / ``max_sigma=None`` switch off.
+   one detection per (object, band, mjd) (the highest rb; equal rb: the lowest candid, so the
+   result never depends on the order of the input rows). ``rb_min=None`` / ``max_sigma=None`` switch off.
 3. Detections and non-detections are sorted once by (object, band, time) and sliced per object and
    band; each group's function is called on plain arrays:
    ``basic.compute_band(mjd, mag, err, isdiffpos, nd_mjd, nd_diffmaglim)`` (light curve used, as
@@ -79,7 +80,7 @@ def _objects_table(objects, detections):
         if column not in table:
             table[column] = np.nan
     table.index.name = "oid"
-    return table
+    return table.sort_index(kind="stable")  # one order whatever the input's, so sums round the same
 
 
 def _light_curves(detections, table, rb_min, max_sigma):
@@ -103,8 +104,11 @@ def _light_curves(detections, table, rb_min, max_sigma):
     if max_sigma is not None:
         keep &= (det["err"] > 0) & (det["err"] < max_sigma)
     det = det[keep]
-    det = det.sort_values("rb", ascending=False, kind="stable").drop_duplicates(["oid", "fid", "mjd"])
-    return det
+    # same (object, band, mjd): keep the highest rb, ties broken by candid, so the input order never matters
+    tie_breaks = [c for c in ("candid", "mag", "err") if c in det]
+    det = det.sort_values(["oid", "fid", "mjd", "rb", *tie_breaks], ascending=[True, True, True, False] + [True] * len(tie_breaks),
+                          kind="stable", na_position="last")
+    return det.drop_duplicates(["oid", "fid", "mjd"]).reset_index(drop=True)
 
 
 def _slices(codes, fids, n_objects):
@@ -211,7 +215,7 @@ def compute_features(detections, non_detections, objects, allwise=None, *, rb_mi
     if non_detections is not None and len(non_detections):
         nd = non_detections.assign(_code=oids.get_indexer(non_detections["oid"]),
                                    fid=non_detections["fid"].astype(int))
-        nd = nd[nd["_code"] >= 0].sort_values(["_code", "fid", "mjd"], kind="stable")
+        nd = nd[nd["_code"] >= 0].sort_values(["_code", "fid", "mjd", "diffmaglim"], kind="stable")
         nd_mjd, nd_lim = nd["mjd"].to_numpy(float), nd["diffmaglim"].to_numpy(float)
         nd_start, nd_stop = _slices(nd["_code"].to_numpy(), nd["fid"].to_numpy(), len(oids))
     else:
