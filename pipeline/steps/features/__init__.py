@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .base import NO_DATA, NOT_FINITE, Missing
+from .base import NO_DATA, NOT_FINITE, TOO_FEW_POINTS, Missing
 from .registry import BANDS, FEATURE_NAMES, FEATURE_VERSION, GROUPS
 
 logger = logging.getLogger(__name__)
@@ -119,39 +119,43 @@ def _slices(codes, fids, n_objects):
 
 
 class _Sink:
-    """Collects group results into the value matrix and the list of missing reasons."""
+    """Collects group results into the value matrix and a matrix of missing reasons."""
 
     def __init__(self, oids):
         self.oids = oids
         self.column = {name: i for i, name in enumerate(FEATURE_NAMES)}
         self.values = np.full((len(oids), len(FEATURE_NAMES)), np.nan)
         self.seen = np.zeros(self.values.shape, dtype=bool)
-        self.missing = []
+        self.reasons = np.full(self.values.shape, None, dtype=object)  # where missing: why
+        self._columns = {}  # (suffix, names) -> (positions in the result, columns)
+
+    def _columns_of(self, names, suffix=""):
+        key = (suffix, names)
+        found = self._columns.get(key)
+        if found is None:
+            pairs = [(i, self.column[name + suffix]) for i, name in enumerate(names)
+                     if name + suffix in self.column]
+            found = (np.array([i for i, _ in pairs], dtype=int), np.array([c for _, c in pairs], dtype=int))
+            self._columns[key] = found
+        return found
 
     def put(self, row, result, suffix=""):
-        cols, values = [], []
-        for name, value in result.items():
-            col = self.column.get(name + suffix)
-            if col is None:
-                continue
-            cols.append(col)
-            if isinstance(value, Missing):
-                values.append(math.nan)
-                self.missing.append((row, col, value.reason))
-                continue
-            value = float(value)
-            values.append(value)
-            if not math.isfinite(value):
-                self.missing.append((row, col, NOT_FINITE))
+        positions, cols = self._columns_of(tuple(result), suffix)
+        values = list(result.values())
+        for position, col in zip(positions.tolist(), cols.tolist()):
+            value = values[position]
+            if value.__class__ is Missing:
+                self.values[row, col] = math.nan
+                self.reasons[row, col] = value.reason
+            else:
+                self.values[row, col] = value
         self.seen[row, cols] = True
-        self.values[row, cols] = values
 
     def fail(self, row, names, reason):
-        for name in names:
-            col = self.column.get(name)
-            if col is not None and not self.seen[row, col]:
-                self.seen[row, col] = True
-                self.missing.append((row, col, reason))
+        _, cols = self._columns_of(tuple(names))
+        cols = cols[~self.seen[row, cols]]
+        self.seen[row, cols] = True
+        self.reasons[row, cols] = reason
 
     def put_columns(self, values, reasons):
         """Whole-batch columns: ``values`` (rows x names, float) and ``reasons`` (str or None)."""
@@ -160,27 +164,23 @@ class _Sink:
             if col is None:
                 continue
             column = values[name].to_numpy(dtype=float)
-            why = reasons[name].to_numpy(dtype=object)
             ok = np.isfinite(column)
             self.values[ok, col] = column[ok]
             self.seen[:, col] = True
-            for row in np.flatnonzero(~ok):
-                self.missing.append((row, col, why[row] if why[row] is not None else NOT_FINITE))
+            self.reasons[~ok, col] = reasons[name].to_numpy(dtype=object)[~ok]
 
     def result(self, lc_used, timings):
-        self.values[~np.isfinite(self.values)] = np.nan  # infinities were recorded as not_finite
-        rows, cols = np.nonzero(~self.seen)
-        self.missing.extend(zip(rows.tolist(), cols.tolist(), [NOT_COMPUTED] * len(rows)))
+        missing_mask = ~np.isfinite(self.values)
+        self.values[missing_mask] = np.nan  # infinities are recorded as not_finite
+        unexplained = missing_mask & np.equal(self.reasons, None)
+        self.reasons[unexplained & self.seen] = NOT_FINITE
+        self.reasons[unexplained & ~self.seen] = NOT_COMPUTED
         values = pd.DataFrame(self.values, index=pd.Index(self.oids, name="oid"),
                               columns=list(FEATURE_NAMES))
-        if self.missing:
-            rows, cols, reasons = (np.asarray(a) for a in zip(*self.missing))
-            order = np.lexsort((cols, rows))
-            missing = pd.DataFrame({"oid": np.asarray(self.oids, dtype=object)[rows[order]],
-                                    "feature": np.asarray(FEATURE_NAMES, dtype=object)[cols[order]],
-                                    "reason": reasons[order].astype(object)})
-        else:
-            missing = pd.DataFrame({"oid": [], "feature": [], "reason": []}, dtype=object)
+        rows, cols = np.nonzero(missing_mask)  # row-major: ordered by (object, feature)
+        missing = pd.DataFrame({"oid": np.asarray(self.oids, dtype=object)[rows],
+                                "feature": np.asarray(FEATURE_NAMES, dtype=object)[cols],
+                                "reason": self.reasons[rows, cols]})
         return FeatureResult(values=values, missing=missing, lc_used=lc_used, timings=timings)
 
 
@@ -226,6 +226,7 @@ def compute_features(detections, non_detections, objects, allwise=None, *, rb_mi
     sink = _Sink(oids)
     names = {name: _group_names(group) for name, group in GROUPS.items()}
     per_band = [name for name in ("basic", "variability", "stochastic") if name in GROUPS]
+    needs_all = {"variability": GROUPS["variability"].MIN_POINTS} if "variability" in GROUPS else {}
     spm_items = []
     for row, oid in enumerate(oids):
         bands = {}
@@ -239,6 +240,9 @@ def compute_features(detections, non_detections, objects, allwise=None, *, rb_mi
                 s = bands.get(band)
                 if s is None:
                     sink.fail(row, names[name][band], NO_DATA)
+                    continue
+                if s.stop - s.start < needs_all.get(name, 0):  # every feature of the group needs more
+                    sink.fail(row, names[name][band], TOO_FEW_POINTS)
                     continue
                 tick = time.perf_counter()
                 try:
@@ -257,6 +261,8 @@ def compute_features(detections, non_detections, objects, allwise=None, *, rb_mi
             tick = time.perf_counter()
             if not bands:
                 sink.fail(row, names["periodic"][None], NO_DATA)
+            elif max(s.stop - s.start for s in bands.values()) < GROUPS["periodic"].MIN_POINTS_BAND:
+                sink.fail(row, names["periodic"][None], TOO_FEW_POINTS)  # no band can give a period
             else:
                 try:
                     sink.put(row, GROUPS["periodic"].compute(

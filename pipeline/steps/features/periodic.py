@@ -186,11 +186,37 @@ def _grid_aov(band):
                             F_STEP, N_GRID, _BLOCK)
 
 
+@numba.njit(cache=True, fastmath=True)
+def _aov_at_kernel(t, w, wy, total_weight, wvar, freq):
+    """``aov`` at arbitrary frequencies (direct sums)."""
+    out = np.empty(freq.shape[0])
+    for k in range(freq.shape[0]):
+        s1r = s1i = s2r = s2i = s3r = s3i = 0.0
+        for i in range(t.shape[0]):
+            angle = 2.0 * math.pi * freq[k] * t[i]
+            zr, zi = math.cos(angle), math.sin(angle)
+            s1r += w[i] * zr
+            s1i += w[i] * zi
+            s2r += wy[i] * zr
+            s2i += wy[i] * zi
+            s3r += w[i] * (zr * zr - zi * zi)
+            s3i += w[i] * (2.0 * zr * zi)
+        cc = 0.5 * (1.0 + s3r) - s1r * s1r
+        ss = 0.5 * (1.0 - s3r) - s1i * s1i
+        cs = 0.5 * s3i - s1r * s1i
+        det = cc * ss - cs * cs
+        value = 0.0
+        if det > 1e-12:
+            value = (ss * s2r * s2r + cc * s2i * s2i - 2.0 * cs * s2r * s2i) / det * total_weight
+            value = min(max(value, 0.0), wvar)
+        out[k] = value
+    return out
+
+
 def _aov_at(band, freq):
-    """``aov`` of one band at arbitrary frequencies (direct sums)."""
-    z = np.exp((2j * np.pi * np.asarray(freq, dtype=float))[:, None] * band.t)
-    s1, s2, s3 = z @ band.w, z @ (band.w * band.y), (z * z) @ band.w
-    return np.minimum(_explained(s1, s2, s3, band.total_weight), band.wvar)
+    """``aov`` of one band at arbitrary frequencies."""
+    freq = np.asarray(freq, dtype=float)
+    return _aov_at_kernel(band.t, band.w, band.w * band.y, band.total_weight, band.wvar, freq.ravel()).reshape(freq.shape)
 
 
 def _multiband(aov, bands):
@@ -221,7 +247,7 @@ def mhaov_periodogram(bands):
         return None
     top = maxima[np.argsort(per[maxima], kind="stable")[::-1][:N_LOCAL_OPTIMA]]
     fine = freq[top][:, None] + _FINE_OFFSETS  # (10, 20)
-    fine_aov = [_aov_at(b, fine.ravel()).reshape(fine.shape) for b in varying]
+    fine_aov = [_aov_at(b, fine) for b in varying]
     fine_per = _multiband(fine_aov, bands)
     best_fine = np.argmax(fine_per, axis=1)
     rows = np.arange(len(top))
@@ -242,17 +268,31 @@ def mhaov_periodogram(bands):
     return freq, per, per_band, best
 
 
+@numba.njit(cache=True)
+def _top_values(values, k):
+    """The ``k`` largest of ``values`` (any order), in one pass."""
+    top = values[:k].copy()
+    low = int(np.argmin(top))
+    for x in values[k:]:
+        if x > top[low]:
+            top[low] = x
+            low = int(np.argmin(top))
+    return top
+
+
 def _ppe(per):
     """ALeRCE's significance: 1 - entropy of the top 100 powers (+ 0.01, normalised) / log(100)."""
-    top = np.partition(per, -PPE_TOP)[-PPE_TOP:] + 1e-2
+    top = _top_values(per, PPE_TOP) + 1e-2
     top = top / top.sum()
     return float(1 - (-top * np.log(top)).sum() / np.log(PPE_TOP))
 
 
 def _power_rates(freq, per, best):
-    """Power at the grid point nearest 1 / (factor x period) over the power at the period (ALeRCE)."""
-    order = np.argsort(freq, kind="stable")
-    freq_sorted, per_sorted = freq[order], per[order]
+    """Power at the grid point nearest 1 / (factor x period) over the power at the period (ALeRCE).
+
+    ``freq`` stays sorted: a refined frequency lies between its grid neighbours.
+    """
+    freq_sorted, per_sorted = freq, per
     out = {}
     for label, factor in POWER_RATE_FACTORS:
         wanted = freq[best] / factor
