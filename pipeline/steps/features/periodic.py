@@ -219,53 +219,57 @@ def _aov_at(band, freq):
     return _aov_at_kernel(band.t, band.w, band.w * band.y, band.total_weight, band.wvar, freq.ravel()).reshape(freq.shape)
 
 
-def _multiband(aov, bands):
-    """P4J's multiband F statistic from the bands' ``aov`` (same shapes)."""
-    explained = sum(aov)
+def f_statistic(explained, bands):
+    """P4J's multiband MHAOV power from ``explained`` = the bands' summed ``aov`` (any shape)."""
     total = sum(b.wvar for b in bands)
     d2 = sum(b.d2 for b in bands)
     return d2 * explained / (2.0 * np.maximum(total - explained, 1e-12 * total))
 
 
-def _band_power(aov, band):
-    return band.d2 * aov / (2.0 * np.maximum(band.wvar - aov, 1e-12 * band.wvar))
+@numba.njit(cache=True)
+def _top_local_maxima(x, k):
+    """Indices of the ``k`` highest strict local maxima of ``x``, highest first (fewer if there are fewer)."""
+    found = np.empty(x.shape[0], dtype=np.int64)
+    n = 0
+    for i in range(1, x.shape[0] - 1):
+        if x[i] > x[i - 1] and x[i] > x[i + 1]:
+            found[n] = i
+            n += 1
+    found = found[:n]
+    order = np.argsort(-x[found], kind="mergesort")
+    return found[order[:k]]
 
 
 def mhaov_periodogram(bands):
     """ALeRCE's refined multiband MHAOV periodogram of ``bands`` (list of ``_Band``).
 
-    Returns (freq, per, per_band, best_index) or None where there are fewer than ten local maxima.
-    ``per_band`` is None for a band without variance.
+    Returns (freq, explained, band_aov, best_index), or None where there are fewer than ten local
+    maxima. ``explained`` is the bands' summed ``aov``: P4J's multiband power is
+    ``f_statistic(explained)`` and a band's power increases with its ``aov`` (None for a constant
+    band), so maxima, refinement and ranking are done on them and the F statistic only where a
+    feature reads its value.
     """
     varying = [b for b in bands if b.wvar > 0]
-    freq = GRID_FREQ.copy()
     aov = [_grid_aov(b) for b in varying]
-    per = _multiband(aov, bands)
-    inner = per[1:-1]
-    maxima = 1 + np.flatnonzero((inner > per[:-2]) & (inner > per[2:]))
-    if len(maxima) < N_LOCAL_OPTIMA:
+    explained = aov[0] + aov[1] if len(aov) == 2 else aov[0].copy()
+    top = _top_local_maxima(explained, N_LOCAL_OPTIMA)
+    if len(top) < N_LOCAL_OPTIMA:
         return None
-    top = maxima[np.argsort(per[maxima], kind="stable")[::-1][:N_LOCAL_OPTIMA]]
+    freq = GRID_FREQ.copy()
     fine = freq[top][:, None] + _FINE_OFFSETS  # (10, 20)
     fine_aov = [_aov_at(b, fine) for b in varying]
-    fine_per = _multiband(fine_aov, bands)
-    best_fine = np.argmax(fine_per, axis=1)
+    fine_explained = sum(fine_aov)
     rows = np.arange(len(top))
-    better = fine_per[rows, best_fine] > per[top]
+    best_fine = np.argmax(fine_explained, axis=1)
+    better = fine_explained[rows, best_fine] > explained[top]
     replaced = top[better]
     freq[replaced] = fine[rows, best_fine][better]
-    per[replaced] = fine_per[rows, best_fine][better]
-    per_band = []
-    for b, band in enumerate(bands):
-        if band.wvar <= 0:
-            per_band.append(None)
-            continue
-        k = varying.index(band)
-        power = _band_power(aov[k], band)
-        power[replaced] = _band_power(fine_aov[k][rows, best_fine][better], band)
-        per_band.append(power)
-    best = top[int(np.argmax(per[top]))]
-    return freq, per, per_band, best
+    explained[replaced] = fine_explained[rows, best_fine][better]
+    for band_aov, band_fine in zip(aov, fine_aov):
+        band_aov[replaced] = band_fine[rows, best_fine][better]
+    band_aov = [aov[varying.index(b)] if b.wvar > 0 else None for b in bands]
+    best = top[int(np.argmax(explained[top]))]
+    return freq, explained, band_aov, best
 
 
 @numba.njit(cache=True)
@@ -280,29 +284,57 @@ def _top_values(values, k):
     return top
 
 
-def _ppe(per):
+def _ppe(per_top):
     """ALeRCE's significance: 1 - entropy of the top 100 powers (+ 0.01, normalised) / log(100)."""
-    top = _top_values(per, PPE_TOP) + 1e-2
+    top = per_top + 1e-2
     top = top / top.sum()
     return float(1 - (-top * np.log(top)).sum() / np.log(PPE_TOP))
 
 
-def _power_rates(freq, per, best):
+def _power_rates(freq, power_at, best):
     """Power at the grid point nearest 1 / (factor x period) over the power at the period (ALeRCE).
 
     ``freq`` stays sorted: a refined frequency lies between its grid neighbours.
     """
-    freq_sorted, per_sorted = freq, per
     out = {}
+    at_period = power_at(best)
     for label, factor in POWER_RATE_FACTORS:
         wanted = freq[best] / factor
-        i = int(np.searchsorted(freq_sorted, wanted))
-        if i >= len(freq_sorted):
-            i = len(freq_sorted) - 1
-        elif i > 0 and wanted <= 0.5 * (freq_sorted[i - 1] + freq_sorted[i]):
+        i = int(np.searchsorted(freq, wanted))
+        if i >= len(freq):
+            i = len(freq) - 1
+        elif i > 0 and wanted <= 0.5 * (freq[i - 1] + freq[i]):
             i -= 1
-        out[f"Power_rate_{label}"] = float(per_sorted[i] / per[best]) if per[best] > 0 else Missing(NO_PERIOD)
+        out[f"Power_rate_{label}"] = float(power_at(i) / at_period) if at_period > 0 else Missing(NO_PERIOD)
     return out
+
+
+@numba.njit(cache=True)
+def _harmonics_kernel(t, mag, err, period, n_harmonics, error_floor):
+    n = t.shape[0]
+    n_coeffs = 2 * n_harmonics + 1
+    design = np.empty((n, n_coeffs))
+    weighted = np.empty((n, n_coeffs))
+    target = np.empty(n)
+    omega = 2.0 * math.pi / period
+    for i in range(n):
+        design[i, 0] = 1.0
+        for k in range(1, n_harmonics + 1):
+            design[i, k] = math.cos(omega * k * t[i])
+            design[i, n_harmonics + k] = math.sin(omega * k * t[i])
+        inv_err = 1.0 / (err[i] + error_floor)
+        for c in range(n_coeffs):
+            weighted[i, c] = design[i, c] * inv_err
+        target[i] = mag[i] * inv_err
+    rcond = np.finfo(np.float64).eps * max(n, n_coeffs)  # numpy's lstsq default
+    coeffs = np.linalg.lstsq(weighted, target, rcond)[0]
+    mse = 0.0
+    for i in range(n):
+        fitted = 0.0
+        for c in range(n_coeffs):
+            fitted += design[i, c] * coeffs[c]
+        mse += (fitted - mag[i]) ** 2
+    return coeffs, mse / n
 
 
 def harmonics(t, mag, err, period):
@@ -310,30 +342,36 @@ def harmonics(t, mag, err, period):
 
     Minimum-norm least squares (as ALeRCE's pseudo-inverse) where there are fewer than 15 points.
     """
+    coeffs, mse = _harmonics_kernel(np.ascontiguousarray(t, dtype=float), np.ascontiguousarray(mag, dtype=float),
+                                    np.ascontiguousarray(err, dtype=float), float(period), N_HARMONICS, ERROR_FLOOR)
     k = np.arange(1, N_HARMONICS + 1)
-    wt = (2 * np.pi / period) * k[:, None] * t  # (7, n)
-    design = np.vstack([np.ones_like(t), np.cos(wt), np.sin(wt)]).T  # (n, 15)
-    inv_err = 1.0 / (err + ERROR_FLOOR)
-    coeffs = np.linalg.lstsq(design * inv_err[:, None], mag * inv_err, rcond=None)[0]
-    mse = float(np.mean((design @ coeffs - mag) ** 2))
     a, b = coeffs[1:N_HARMONICS + 1], coeffs[N_HARMONICS + 1:]
     amplitude = np.sqrt(a ** 2 + b ** 2)
     phase = np.arctan2(b, a)
     phase = (phase - phase[0] * k)[1:] % (2 * np.pi)
-    return amplitude, phase, mse
+    return amplitude, phase, float(mse)
+
+
+@numba.njit(cache=True)
+def _folded_kim_kernel(t, mag, period):
+    folded = np.mod(t, 2 * period) / (2 * period)
+    sorted_mags = mag[np.argsort(folded, kind="mergesort")]
+    n = sorted_mags.shape[0]
+    mean = sorted_mags.mean()
+    sigma = np.sqrt(np.mean((sorted_mags - mean) ** 2))
+    if not sigma > 0:
+        return np.nan, np.nan
+    s = np.cumsum(sorted_mags - mean) / (n * sigma)
+    eta = np.sum(np.diff(sorted_mags) ** 2) / ((n - 1) * sigma ** 2)
+    return s.max() - s.min(), eta
 
 
 def folded_kim(t, mag, period):
     """Psi_CS, Psi_eta of the light curve folded at twice the period (UPSILoN, Kim et al. 2014)."""
-    folded = np.mod(t, 2 * period) / (2 * period)
-    sorted_mags = mag[np.argsort(folded, kind="stable")]
-    sigma = np.std(sorted_mags)
-    n = len(sorted_mags)
-    if not sigma > 0:
+    psi_cs, psi_eta = _folded_kim_kernel(np.asarray(t, dtype=float), np.asarray(mag, dtype=float), float(period))
+    if np.isnan(psi_cs):
         return Missing(NO_PERIOD), Missing(NO_PERIOD)
-    s = np.cumsum(sorted_mags - sorted_mags.mean()) / (n * sigma)
-    eta = np.sum(np.diff(sorted_mags) ** 2) / ((n - 1) * sigma ** 2)
-    return float(s.max() - s.min()), float(eta)
+    return float(psi_cs), float(psi_eta)
 
 
 def _band_missing(band, reason):
@@ -363,13 +401,14 @@ def compute(bands):
     periodogram = mhaov_periodogram(prepared)
     if periodogram is None:
         return all_missing(FEATURES, NO_PERIOD)
-    freq, per, per_band, best = periodogram
+    freq, explained, band_aov, best = periodogram
     period = 1.0 / freq[best]
 
-    out = {"Multiband_period": period, "PPE": _ppe(per)}
+    out = {"Multiband_period": period,
+           "PPE": _ppe(f_statistic(_top_values(explained, PPE_TOP), prepared))}
     for fid in BANDS:
         n = len(data.get(fid, ((),))[0])
-        power = per_band[used.index(fid)] if fid in used else None
+        power = band_aov[used.index(fid)] if fid in used else None
         if power is None:
             reason = NO_DATA if n == 0 else (TOO_FEW_POINTS if n < MIN_POINTS_BAND else NO_PERIOD)
             out[f"Period_band_{fid}"] = out[f"delta_period_{fid}"] = Missing(reason)
@@ -377,7 +416,7 @@ def compute(bands):
         band_period = 1.0 / freq[int(np.argmax(power))]
         out[f"Period_band_{fid}"] = band_period
         out[f"delta_period_{fid}"] = abs(period - band_period)
-    out.update(_power_rates(freq, per, best))
+    out.update(_power_rates(freq, lambda i: f_statistic(explained[i], prepared), best))
 
     for fid in BANDS:
         if fid not in data or len(data[fid][0]) == 0:
