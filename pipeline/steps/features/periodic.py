@@ -229,15 +229,20 @@ def f_statistic(explained, bands):
 @numba.njit(cache=True)
 def _top_local_maxima(x, k):
     """Indices of the ``k`` highest strict local maxima of ``x``, highest first (fewer if there are fewer)."""
-    found = np.empty(x.shape[0], dtype=np.int64)
+    top = np.empty(k, dtype=np.int64)
     n = 0
     for i in range(1, x.shape[0] - 1):
-        if x[i] > x[i - 1] and x[i] > x[i + 1]:
-            found[n] = i
-            n += 1
-    found = found[:n]
-    order = np.argsort(-x[found], kind="mergesort")
-    return found[order[:k]]
+        if not (x[i] > x[i - 1] and x[i] > x[i + 1]):
+            continue
+        if n == k and not x[i] > x[top[k - 1]]:
+            continue
+        j = n if n < k else k - 1  # insert, keeping the list sorted by value (earlier index first on ties)
+        while j > 0 and x[i] > x[top[j - 1]]:
+            top[j] = top[j - 1]
+            j -= 1
+        top[j] = i
+        n = min(n + 1, k)
+    return top[:n]
 
 
 def mhaov_periodogram(bands):
