@@ -107,27 +107,14 @@ class _Band:
         self.d2 = len(t) - 3.0
 
 
-def _explained(s1, s2, s3, total_weight):
-    """Weighted sum of squares explained by the best sinusoid + offset, from the sums over points.
-
-    ``s1 = Σ w z``, ``s2 = Σ w y z``, ``s3 = Σ w z²`` with ``z = exp(2 pi i f t)``, ``w`` summing to 1
-    and ``y`` of zero weighted mean (Zechmeister & Kürster 2009, eq. 5-13).
-    """
-    c, s = s1.real, s1.imag
-    cc = 0.5 * (1.0 + s3.real) - c * c
-    ss = 0.5 * (1.0 - s3.real) - s * s
-    cs = 0.5 * s3.imag - c * s
-    yc, ys = s2.real, s2.imag
-    det = cc * ss - cs * cs
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (ss * yc * yc + cc * ys * ys - 2.0 * cs * yc * ys) / det
-    out = np.where(det > 1e-12, out, 0.0)
-    return np.maximum(out, 0.0) * total_weight
-
-
 @numba.njit(cache=True, fastmath=True)
 def _grid_aov_kernel(t, w, wy, total_weight, wvar, step, n_grid, block):
-    """``aov`` at ``j * step``, ``j = 1..n_grid``: phasors as (outer block) x (inner offset) products."""
+    """``aov`` at ``j * step``, ``j = 1..n_grid``.
+
+    Phasors as (outer block) x (inner offset) products; from the sums ``Σ w z``, ``Σ w y z`` and
+    ``Σ w z²`` (``w`` summing to 1, ``y`` of zero weighted mean) the weighted offset + sinusoid fit in
+    closed form (Zechmeister & Kürster 2009, eq. 5-13).
+    """
     n = t.shape[0]
     n_outer = (n_grid + block) // block
     inner_cos = np.empty((n, block))
