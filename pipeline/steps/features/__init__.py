@@ -6,7 +6,7 @@ classifier features (Sánchez-Sáez et al. 2021, AJ 161 141; ``lc_classifier``):
 1. Light curve per object: the corrected magnitudes (``magpsf_corr`` with ``sigmapsf_corr_ext``,
    ALeRCE's error of the corrected magnitude, or ``sigmapsf_corr`` where that is absent) for objects
    that are corrected *and* stellar, else the difference magnitudes (``magpsf``, ``sigmapsf``);
-   ``FeatureResult.lc_used`` says which. Points whose chosen magnitude is NaN (dubious corrections)
+   ``FeatureResult.lc_used`` says which. Points whose chosen magnitude is NaN (no corrected magnitude: total flux not positive)
    are dropped.
 2. ALeRCE's clean-up (``ZTFLightcurvePreprocessor``): real-bogus ``rb >= 0.55``, error in (0, 1) mag,
    one detection per (object, band, mjd) (the highest rb; equal rb: the lowest candid, so the
