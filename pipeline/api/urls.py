@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from . import views
 
 OID = "<str:oid>"
-# the client's ZTF_ROUTES (its forced_photometry route belongs to ALeRCE's v2 API; not served here)
+# the client's ZTF_ROUTES (forced_photometry is ALeRCE's v2 route; the client's ZTF section uses it)
 CLIENT_ROUTES = {
     "objects": "/ztf/v1/objects",
     "single_object": "/ztf/v1/objects/%s",
@@ -19,6 +19,7 @@ CLIENT_ROUTES = {
     "single_feature": "/ztf/v1/objects/%s/features/%s",
     "classifiers": "/ztf/v1/classifiers",
     "classifier_classes": "/ztf/v1/classifiers/%s/%s/classes",
+    "forced_photometry": "/v2/lightcurve/forced-photometry/%s",
 }
 
 urlpatterns = [
@@ -38,7 +39,8 @@ urlpatterns = [
     path("ztf/v1/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("ztf/v1/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("ztf/v1/redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
-    re_path(r"^ztf/.*$", views.not_found_json),
+    path(f"v2/lightcurve/forced-photometry/{OID}", views.ForcedPhotometryView.as_view(), name="api-forced"),
+    re_path(r"^(ztf|v2)/.*$", views.not_found_json),
     path("get_stamp", views.GetStamp.as_view(), name="api-stamp"),
     path("get_avro", views.GetAvro.as_view(), name="api-avro"),
 ]

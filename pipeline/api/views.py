@@ -10,7 +10,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from ..models import Detection, Feature, MagStats, NonDetection, Object, Probability
+from ..models import Detection, Feature, ForcedPhotometry, MagStats, NonDetection, Object, Probability
 from . import serializers as s
 from .permissions import ReadOnlyOrStaff
 from .queries import (
@@ -290,11 +290,38 @@ class ClientConfig(BaseView):
 
 
 def client_config(base_url):
-    """The ``ztf`` and ``stamps_ztf`` sections of the alerce client's default_config.json, for this server."""
+    """A complete config file for the alerce client: its ``ztf`` and ``stamps_ztf`` sections point here; the
+    LSST sections (``multisurvey``, ``stamps``) keep ALeRCE's public services, which this broker does not serve."""
     from . import urls
 
     return {
+        "multisurvey": {"URL_MS": "https://api-lsst.alerce.online/", "ROUTES_MS": ALERCE_LSST_ROUTES},
         "ztf": {"ZTF_API_URL": base_url, "ZTF_ROUTES": dict(urls.CLIENT_ROUTES)},
+        "stamps": {"STAMP_URL": "https://api-lsst.alerce.online/stamps_api",
+                   "AVRO_ROUTES": {"get_stamp": "/stamp", "get_avro": "/get_avro"}},
         "stamps_ztf": {"AVRO_URL": base_url, "AVRO_ROUTES": {"get_stamp": "/get_stamp", "get_avro": "/get_avro"}},
     }
 
+
+ALERCE_LSST_ROUTES = {
+    "objects": "object_api/list_objects", "single_object": "object_api/object",
+    "detections": "lightcurve_api/detections", "forced_photometry": "lightcurve_api/forced-photometry",
+    "non_detections": "lightcurve_api/non_detections", "lightcurve": "lightcurve_api/lightcurve",
+    "probabilities": "probability_api/probability",
+}
+
+FP_KEYS = ("mjd", "fid")
+
+
+class ForcedPhotometryView(BaseView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS},
+                   summary="Forced photometry epochs (the client's v2 forced-photometry route): oid, mjd, fid, "
+                           "and every stored column under extra_fields")
+    def get(self, request, oid):
+        get_object_or_404(oid)
+        columns = [f.name for f in ForcedPhotometry._meta.fields if f.name not in ("id", "oid")]
+        rows = []
+        for row in ForcedPhotometry.objects.filter(oid=oid).order_by("mjd", "fid").values(*columns):
+            rows.append({"oid": oid, "aid": None, "sid": None, "mjd": row["mjd"], "fid": row["fid"],
+                         "extra_fields": row})  # mjd and fid in both: the client merges on them
+        return Response(rows)

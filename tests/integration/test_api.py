@@ -271,7 +271,7 @@ def test_api_is_read_only_and_writes_need_staff(client, broker_db):
 def test_openapi_schema_and_docs(client, broker_db):
     schema = client.get("/ztf/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     paths = set(schema["paths"])
-    assert {"/ztf/v1/objects", "/ztf/v1/objects/{oid}/lightcurve", "/ztf/v1/objects/{oid}/features/{name}",
+    assert {"/ztf/v1/objects", "/ztf/v1/objects/{oid}/lightcurve", "/v2/lightcurve/forced-photometry/{oid}", "/ztf/v1/objects/{oid}/features/{name}",
             "/ztf/v1/classifiers/{classifier_name}/{classifier_version}/classes", "/get_stamp",
             "/get_avro"} <= paths
     params = {p["name"]: p for p in schema["paths"]["/ztf/v1/objects"]["get"]["parameters"]}
@@ -286,3 +286,16 @@ def test_client_config_points_here(client, broker_db):
     assert config["ztf"]["ZTF_API_URL"] == "http://testserver"
     assert config["ztf"]["ZTF_ROUTES"]["single_feature"] == "/ztf/v1/objects/%s/features/%s"
     assert config["stamps_ztf"]["AVRO_ROUTES"] == {"get_stamp": "/get_stamp", "get_avro": "/get_avro"}
+
+
+def test_forced_photometry_route(client, broker_db):
+    from pipeline.models import ForcedPhotometry
+
+    oid = ForcedPhotometry.objects.values_list("oid", flat=True).first()
+    rows = get(client, f"/v2/lightcurve/forced-photometry/{oid}").json()
+    stored = ForcedPhotometry.objects.filter(oid=oid).order_by("mjd", "fid")
+    assert len(rows) == stored.count() > 0
+    first = stored.first()
+    assert rows[0]["extra_fields"]["forcediffimflux"] == first.forcediffimflux
+    assert (rows[0]["mjd"], rows[0]["fid"]) == (rows[0]["extra_fields"]["mjd"], rows[0]["extra_fields"]["fid"])
+    assert client.get("/v2/lightcurve/forced-photometry/ZTF00nothere").status_code == 404
