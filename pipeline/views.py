@@ -124,7 +124,7 @@ def search(request):
     query.pop("page", None)
     context = {
         "form": request.GET, "page": page, "error": error, "classifiers": _classifier_choices(),
-        "query": query.urlencode(), "csv_columns": CSV_COLUMNS, "max_radius": MAX_CONE_RADIUS_ARCSEC,
+        "query": query.urlencode(), "api_query": params.urlencode(), "csv_columns": CSV_COLUMNS, "max_radius": MAX_CONE_RADIUS_ARCSEC,
         "max_page_size": MAX_PAGE_SIZE, "max_bulk_objects": MAX_BULK_OBJECTS, "max_bulk_alerts": MAX_BULK_ALERTS,
         "order_columns": ("lastmjd", "firstmjd", "ndet", "oid", "probability", "meanra", "meandec"),
         "pages": _page_links(page) if page else [],

@@ -110,8 +110,8 @@
         el("line", {x1: cx, x2: cx, y1: Y(q.mag - q.err), y2: Y(q.mag + q.err), stroke: b.colour, "stroke-width": 1.2}, layer);
       }
       var dot = el("circle", {cx: cx, cy: cy, r: q.d.has_stamp ? 5 : 4, "class": "detection" + (q.d.dubious ? " dubious" : ""),
-        fill: q.d.dubious ? "#fff" : b.colour, stroke: q.d.dubious ? "#b00020" : (q.d.has_stamp ? "#16213a" : b.colour),
-        "stroke-width": q.d.dubious || q.d.has_stamp ? 1.6 : 1}, layer);
+        fill: q.d.dubious ? "#fff" : b.colour, stroke: q.d.has_stamp ? "#16213a" : b.colour,
+        "stroke-width": q.d.dubious || q.d.has_stamp ? 1.8 : 1}, layer);
       dot.style.cursor = q.d.has_stamp ? "pointer" : "default";
       dot.addEventListener("mousemove", function (e) {
         showTip(e, b.name + " " + q.mag.toFixed(3) + " ± " + (q.err || 0).toFixed(3) + "<br>MJD " + q.d.mjd.toFixed(5) +
@@ -122,7 +122,7 @@
       if (q.d.has_stamp) { dot.addEventListener("click", function () { showStamps(q.d.candid); }); }
     });
 
-    var legend = el("g", {"font-size": "12"}, svg), lx = W - PAD.r - 170;
+    var legend = el("g", {"font-size": "12"}, svg), lx = W - PAD.r - 320;
     Object.keys(BANDS).forEach(function (fid) {
       var present = data.detections.some(function (d) { return String(d.fid) === fid; });
       if (!present) { return; }
@@ -130,8 +130,11 @@
       el("text", {x: lx + 8, y: PAD.t + 16, fill: "#1d2430"}, legend).textContent = BANDS[fid].name;
       lx += 34;
     });
-    el("circle", {cx: lx, cy: PAD.t + 12, r: 4, fill: "#fff", stroke: "#b00020", "stroke-width": 1.6}, legend);
-    el("text", {x: lx + 8, y: PAD.t + 16, fill: "#1d2430"}, legend).textContent = "dubious";
+    el("circle", {cx: lx, cy: PAD.t + 12, r: 4, fill: "#fff", stroke: "#5b6575", "stroke-width": 1.6}, legend);
+    el("text", {x: lx + 8, y: PAD.t + 16, fill: "#1d2430"}, legend).textContent = "dubious (hollow)";
+    lx += 122;
+    el("circle", {cx: lx, cy: PAD.t + 12, r: 5, fill: "#5b6575", stroke: "#16213a", "stroke-width": 1.8}, legend);
+    el("text", {x: lx + 8, y: PAD.t + 16, fill: "#1d2430"}, legend).textContent = "has stamps";
     box.dataset.ready = "1";
     box.dataset.points = String(p.dets.length);
   }
