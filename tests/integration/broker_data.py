@@ -106,3 +106,15 @@ def broker_db(django_db_setup, django_db_blocker, tmp_path_factory):
             call_command("flush", interactive=False, verbosity=0)
             backends.archive.cache_clear()
             backends.xmatch_backend.cache_clear()
+
+
+@pytest.fixture
+def live_server_db_connections():
+    """Requests of the live server close their database connection when they end (no persistent connection
+    outlives its thread and blocks dropping the PostgreSQL test database)."""
+    from django.db import connections
+
+    saved = connections.settings["default"].get("CONN_MAX_AGE", 0)
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+    yield
+    connections.settings["default"]["CONN_MAX_AGE"] = saved

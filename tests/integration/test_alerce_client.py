@@ -15,7 +15,7 @@ import pytest
 from astropy.table import Table
 
 from pipeline.models import Detection, Feature, ForcedPhotometry, MagStats, NonDetection, Object, Probability
-from tests.integration.broker_data import LC_VERSION, broker_db  # noqa: F401 - fixture
+from tests.integration.broker_data import LC_VERSION, broker_db, live_server_db_connections  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def fresh_client(config_path, monkeypatch):
     return Alerce()
 
 
-def test_alerce_client_every_ztf_method(broker_db, live_server, tmp_path, monkeypatch, client):
+def test_alerce_client_every_ztf_method(broker_db, live_server_db_connections, live_server, tmp_path, monkeypatch, client):
     config = client.get("/ztf/v1/alerce_config.json").json()  # the served config, re-pointed at the server
     config["ztf"]["ZTF_API_URL"] = live_server.url
     config["stamps_ztf"]["AVRO_URL"] = live_server.url
