@@ -1,4 +1,6 @@
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from . import views
 
@@ -12,5 +14,6 @@ urlpatterns = [
     path("pipeline", views.pipeline_page, name="pipeline"),
     path("classifiers", views.classifiers_page, name="classifiers"),
     path("outliers", views.outliers_page, name="outliers"),
+    path("favicon.ico", RedirectView.as_view(url=static("pipeline/favicon.svg"), permanent=True)),
     path("alerts/<int:candid>.avro", views.alert_avro, name="alert-avro"),
 ]

@@ -12,17 +12,16 @@ class ObjectSerializer(serializers.ModelSerializer):
 
 
 class ObjectListItemSerializer(ObjectSerializer):
-    klass = serializers.CharField(allow_null=True, help_text="Top class (ranking 1) of the classifier")
-    classifier = serializers.CharField(allow_null=True)
+    classifier = serializers.CharField(allow_null=True, help_text="Classifier of the class row")
     probability = serializers.FloatField(allow_null=True)
 
     class Meta(ObjectSerializer.Meta):
-        fields = ObjectSerializer.Meta.fields + ("klass", "classifier", "probability")
+        fields = ObjectSerializer.Meta.fields + ("class", "classifier", "probability")
 
-    def get_fields(self):
-        fields = super().get_fields()
-        fields["class"] = fields.pop("klass")
-        return fields
+
+# "class" is a Python keyword: declared after the class body
+ObjectListItemSerializer._declared_fields["class"] = serializers.CharField(
+    allow_null=True, help_text="Top class (ranking 1) of the classifier, or of the filter's ranking")
 
 
 class ObjectPageSerializer(serializers.Serializer):

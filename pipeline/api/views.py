@@ -83,7 +83,7 @@ OBJECT_PARAMS = [
 
 class ObjectList(BaseView):
     @extend_schema(parameters=OBJECT_PARAMS, responses={200: s.ObjectPageSerializer, **ERRORS},
-                   summary="Objects matching filters (paginated)")
+                   operation_id="ztf_v1_objects_list", summary="Objects matching filters (paginated)")
     def get(self, request):
         return Response(search_objects(parse_object_query(request.query_params)).as_alerce())
 

@@ -276,6 +276,9 @@ def test_openapi_schema_and_docs(client, broker_db):
             "/get_avro"} <= paths
     params = {p["name"]: p for p in schema["paths"]["/ztf/v1/objects"]["get"]["parameters"]}
     assert f"at most {MAX_PAGE_SIZE}" in params["page_size"]["description"]
+    assert f"at most {MAX_CONE_RADIUS_ARCSEC:g}" in params["radius"]["description"]
+    assert {"class", "classifier", "probability", "oid"} <= set(schema["components"]["schemas"]["ObjectListItem"]
+                                                              ["properties"])
     docs = client.get("/ztf/v1/docs")
     assert docs.status_code == 200 and b"http://" not in docs.content.replace(b"http://testserver", b"")
     assert b"cdn" not in docs.content.lower()
