@@ -8,7 +8,7 @@
   var tip = document.getElementById("lc-tip");
   var NS = "http://www.w3.org/2000/svg";
   var BANDS = {1: {name: "g", colour: "#1a9850"}, 2: {name: "r", colour: "#d73027"}, 3: {name: "i", colour: "#7b3294"}};
-  var W = 900, H = 380, PAD = {l: 58, r: 16, t: 16, b: 44};
+  var W = 900, H = 400, PAD = {l: 58, r: 16, t: 34, b: 44};
 
   function el(name, attrs, parent) {
     var node = document.createElementNS(NS, name);
@@ -122,19 +122,23 @@
       if (q.d.has_stamp) { dot.addEventListener("click", function () { showStamps(q.d.candid); }); }
     });
 
-    var legend = el("g", {"font-size": "12"}, svg), lx = W - PAD.r - 320;
+    var legend = el("g", {"font-size": "12"}, svg), lx = PAD.l + 8, ly = 12;
     Object.keys(BANDS).forEach(function (fid) {
       var present = data.detections.some(function (d) { return String(d.fid) === fid; });
       if (!present) { return; }
-      el("circle", {cx: lx, cy: PAD.t + 12, r: 4, fill: BANDS[fid].colour}, legend);
-      el("text", {x: lx + 8, y: PAD.t + 16, fill: "#1d2430"}, legend).textContent = BANDS[fid].name;
+      el("circle", {cx: lx, cy: ly, r: 4, fill: BANDS[fid].colour}, legend);
+      el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = BANDS[fid].name;
       lx += 34;
     });
-    el("circle", {cx: lx, cy: PAD.t + 12, r: 4, fill: "#fff", stroke: "#5b6575", "stroke-width": 1.6}, legend);
-    el("text", {x: lx + 8, y: PAD.t + 16, fill: "#1d2430"}, legend).textContent = "dubious (hollow)";
+    el("circle", {cx: lx, cy: ly, r: 4, fill: "#fff", stroke: "#5b6575", "stroke-width": 1.6}, legend);
+    el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "dubious (hollow)";
     lx += 122;
-    el("circle", {cx: lx, cy: PAD.t + 12, r: 5, fill: "#5b6575", stroke: "#16213a", "stroke-width": 1.8}, legend);
-    el("text", {x: lx + 8, y: PAD.t + 16, fill: "#1d2430"}, legend).textContent = "has stamps";
+    el("circle", {cx: lx, cy: ly, r: 5, fill: "#5b6575", stroke: "#16213a", "stroke-width": 1.8}, legend);
+    el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "has stamps";
+    lx += 92;
+    el("path", {d: "M" + (lx - 4) + "," + (ly - 3) + "L" + (lx + 4) + "," + (ly - 3) + "L" + lx + "," + (ly + 4) + "Z",
+      fill: "#5b6575", opacity: 0.5}, legend);
+    el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "upper limit (5σ)";
     box.dataset.ready = "1";
     box.dataset.points = String(p.dets.length);
   }
