@@ -236,7 +236,13 @@ def object_queryset(q):
         classifier_name=Subquery(probs.values("classifier_name")[:1]),
     )
     if q.class_filtered:
-        qs = qs.filter(class_name__isnull=False)
+        # a semi-join on the probability table's (classifier_name, class_name, ranking, probability) index first
+        matching = Probability.objects.filter(**{k: v for k, v in (
+            ("classifier_name", q.classifier), ("classifier_version", q.classifier_version),
+            ("class_name", q.class_name)) if v is not None})
+        if q.probability is not None:
+            matching = matching.filter(probability__gte=q.probability)
+        qs = qs.filter(oid__in=matching.values("oid")).filter(class_name__isnull=False)
     if q.ra is not None:
         qs = qs.filter(oid__in=cone_oids(q.ra, q.dec, q.radius))
     return qs

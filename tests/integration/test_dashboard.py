@@ -184,3 +184,26 @@ def test_bulk_csv_with_chosen_columns(client, broker_db):
         assert cls == "SN" and float(prob) == pytest.approx(expected[oid].probability)
         assert int(ndet) == Object.objects.get(oid=oid).ndet
     assert client.get("/search/objects.csv", {"columns": ["password"]}).status_code == 400
+
+
+@pytest.mark.services
+def test_pipeline_page_queue_lengths_from_redis(client, broker_db, settings):
+    import uuid
+
+    import redis
+    from kombu import Queue
+
+    from tests.integration.services import require_redis
+
+    url = f"{require_redis()}/14"
+    names = [f"{q}-{uuid.uuid4().hex[:6]}" for q in ("ingest", "cpu")]
+    settings.CELERY_BROKER_URL = url
+    settings.CELERY_TASK_QUEUES = [Queue(n) for n in names]
+    server = redis.Redis.from_url(url)
+    try:
+        server.rpush(names[1], *[b"message"] * 3)
+        page = html(client, "/pipeline")
+        assert re.search(rf"<td>{names[0]}</td><td class=\"num\">0</td>", page)
+        assert re.search(rf"<td>{names[1]}</td><td class=\"num\">3</td>", page)
+    finally:
+        server.delete(*names)
