@@ -56,6 +56,7 @@ def test_object_page_in_chromium(broker_db, live_server_db_connections, live_ser
     n_limits = NonDetection.objects.filter(oid=oid).count()
     n_dubious = Detection.objects.filter(oid=oid, dubious=True).count()
     n_corrected = Detection.objects.filter(oid=oid, magpsf_corr__isnull=False).count()
+    n_g = Detection.objects.filter(oid=oid, fid=1).count()
     stamped = [str(c) for c in Detection.objects.filter(oid=oid, has_stamp=True).order_by("mjd")
                .values_list("candid", flat=True)]
     from django.db import connections
@@ -98,6 +99,12 @@ def test_object_page_in_chromium(broker_db, live_server_db_connections, live_ser
             assert page.locator("#lightcurve svg circle.detection").count() == 2 * n_detections
             assert "phase" in page.inner_text("#lightcurve")
             page.uncheck("#lc-fold")
+        # a click on a band in the legend hides it, a second click shows it again
+        if n_g:
+            page.click(".band-toggle[data-fid='1']")
+            assert page.locator("#lightcurve svg circle.detection").count() == n_detections - n_g
+            page.click(".band-toggle[data-fid='1']")
+            assert page.locator("#lightcurve svg circle.detection").count() == n_detections
         # a click on a detection with stamps shows that alert's stamps
         if len(stamped) > 1:
             page.locator("#lightcurve svg circle.detection[stroke='#16213a']").first.click()

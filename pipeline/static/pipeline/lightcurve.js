@@ -8,6 +8,7 @@
   var tip = document.getElementById("lc-tip");
   var NS = "http://www.w3.org/2000/svg";
   var BANDS = {1: {name: "g", colour: "#1a9850"}, 2: {name: "r", colour: "#d73027"}, 3: {name: "i", colour: "#7b3294"}};
+  var hidden = {};  // bands switched off by a click on the legend
   var W = 900, H = 400, PAD = {l: 58, r: 16, t: 34, b: 44};
 
   function el(name, attrs, parent) {
@@ -38,7 +39,7 @@
     data.detections.forEach(function (d) {
       var mag = s.mode === "corrected" ? d.mag_corr : d.mag;
       var err = s.mode === "corrected" ? d.err_corr : d.err;
-      if (mag === null || mag === undefined) { return; }
+      if (mag === null || mag === undefined || hidden[d.fid]) { return; }
       if (s.fold) {
         var phase = (((d.mjd - t0) / data.period) % 1 + 1) % 1;
         pts.push({x: phase, mag: mag, err: err, d: d}, {x: phase + 1, mag: mag, err: err, d: d});
@@ -46,7 +47,8 @@
         pts.push({x: d.mjd, mag: mag, err: err, d: d});
       }
     });
-    var limits = (s.limits && !s.fold) ? data.non_detections.map(function (n) { return {x: n.mjd, mag: n.mag, n: n}; }) : [];
+    var limits = (s.limits && !s.fold) ? data.non_detections.filter(function (n) { return !hidden[n.fid]; })
+      .map(function (n) { return {x: n.mjd, mag: n.mag, n: n}; }) : [];
     return {dets: pts, limits: limits};
   }
 
@@ -60,10 +62,38 @@
 
   function hideTip() { tip.style.display = "none"; }
 
+  function drawLegend(svg) {
+      var legend = el("g", {"font-size": "12"}, svg), lx = PAD.l + 8, ly = 12;
+      Object.keys(BANDS).forEach(function (fid) {
+        var present = data.detections.some(function (d) { return String(d.fid) === fid; }) ||
+          data.non_detections.some(function (n) { return String(n.fid) === fid; });
+        if (!present) { return; }
+        var item = el("g", {"class": "band-toggle", "data-fid": fid}, legend);
+        item.style.cursor = "pointer";
+        el("rect", {x: lx - 7, y: ly - 9, width: 30, height: 18, fill: "transparent"}, item);
+        el("title", {}, item).textContent = "click to " + (hidden[fid] ? "show" : "hide") + " band " + BANDS[fid].name;
+        el("circle", {cx: lx, cy: ly, r: 4, fill: hidden[fid] ? "#fff" : BANDS[fid].colour, stroke: BANDS[fid].colour}, item);
+        el("text", {x: lx + 8, y: ly + 4, fill: hidden[fid] ? "#9aa3b2" : "#1d2430",
+          "text-decoration": hidden[fid] ? "line-through" : "none"}, item).textContent = BANDS[fid].name;
+        item.addEventListener("click", function () { hidden[fid] = !hidden[fid]; hideTip(); draw(); });
+        lx += 34;
+      });
+      el("circle", {cx: lx, cy: ly, r: 4, fill: "#fff", stroke: "#5b6575", "stroke-width": 1.6}, legend);
+      el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "dubious (hollow)";
+      lx += 122;
+      el("circle", {cx: lx, cy: ly, r: 5, fill: "#5b6575", stroke: "#16213a", "stroke-width": 1.8}, legend);
+      el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "has stamps";
+      lx += 92;
+      el("path", {d: "M" + (lx - 4) + "," + (ly - 3) + "L" + (lx + 4) + "," + (ly - 3) + "L" + lx + "," + (ly + 4) + "Z",
+        fill: "#5b6575", opacity: 0.5}, legend);
+      el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "upper limit (5σ)";
+  }
+
   function draw() {
     var s = state(), p = points(s);
     box.innerHTML = "";
     var svg = el("svg", {viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "light curve of " + data.oid}, box);
+    drawLegend(svg);
     var all = p.dets.concat(p.limits);
     if (!all.length) {
       el("text", {x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#5b6575"}, svg).textContent =
@@ -122,23 +152,6 @@
       if (q.d.has_stamp) { dot.addEventListener("click", function () { showStamps(q.d.candid); }); }
     });
 
-    var legend = el("g", {"font-size": "12"}, svg), lx = PAD.l + 8, ly = 12;
-    Object.keys(BANDS).forEach(function (fid) {
-      var present = data.detections.some(function (d) { return String(d.fid) === fid; });
-      if (!present) { return; }
-      el("circle", {cx: lx, cy: ly, r: 4, fill: BANDS[fid].colour}, legend);
-      el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = BANDS[fid].name;
-      lx += 34;
-    });
-    el("circle", {cx: lx, cy: ly, r: 4, fill: "#fff", stroke: "#5b6575", "stroke-width": 1.6}, legend);
-    el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "dubious (hollow)";
-    lx += 122;
-    el("circle", {cx: lx, cy: ly, r: 5, fill: "#5b6575", stroke: "#16213a", "stroke-width": 1.8}, legend);
-    el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "has stamps";
-    lx += 92;
-    el("path", {d: "M" + (lx - 4) + "," + (ly - 3) + "L" + (lx + 4) + "," + (ly - 3) + "L" + lx + "," + (ly + 4) + "Z",
-      fill: "#5b6575", opacity: 0.5}, legend);
-    el("text", {x: lx + 8, y: ly + 4, fill: "#1d2430"}, legend).textContent = "upper limit (5σ)";
     box.dataset.ready = "1";
     box.dataset.points = String(p.dets.length);
   }
