@@ -523,7 +523,10 @@ def classifiers_page(request):
 def outliers_page(request):
     show_all = request.GET.get("all") == "1"
     per_branch = 50
-    scores = OutlierScore.objects.all() if show_all else OutlierScore.objects.filter(is_outlier=True)
+    version = max(OutlierScore.objects.values_list("version", flat=True).distinct(), default=None)
+    scores = OutlierScore.objects.filter(version=version)  # the newest outlier model only
+    if not show_all:
+        scores = scores.filter(is_outlier=True)
     branches = []
     for branch in sorted(set(scores.values_list("branch", flat=True))):
         in_branch = scores.filter(branch=branch)
@@ -531,6 +534,6 @@ def outliers_page(request):
             "name": branch, "n": in_branch.count(),
             "rows": in_branch.select_related("oid").order_by("-score", "oid_id")[:per_branch],
         })
-    context = {"branches": branches, "show_all": show_all, "per_branch": per_branch,
-               "scored": OutlierScore.objects.count()}
+    context = {"branches": branches, "show_all": show_all, "per_branch": per_branch, "version": version,
+               "scored": OutlierScore.objects.filter(version=version).count()}
     return render(request, "pipeline/outliers.html", context)
