@@ -259,6 +259,8 @@ def _status(obj, detections, levels, quarantine):
     status = []
 
     def add(step, done, text):
+        if not done and failed.get(step) and not text.startswith("step failed"):
+            text = f"step failed: {failed[step][0].reason}"
         status.append({"step": step, "done": done, "text": text})
 
     corrected = [d for d in detections if d.corrected is not None]

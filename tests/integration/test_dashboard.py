@@ -207,3 +207,15 @@ def test_pipeline_page_queue_lengths_from_redis(client, broker_db, settings):
         assert re.search(rf"<td>{names[1]}</td><td class=\"num\">3</td>", page)
     finally:
         server.delete(*names)
+
+
+def test_object_page_names_any_failed_step(client, broker_db):
+    from pipeline.models import ObjectFeatureState
+
+    oid = broker_db["rich"]
+    ObjectFeatureState.objects.filter(oid=oid).delete()
+    Quarantine.objects.create(sha256="1" * 64, reason="light curve has NaN times", source="test", oid=oid,
+                              step="features")
+    page = html(client, f"/object/{oid}")
+    status = page.split('id="status"', 1)[1].split("</ul>", 1)[0]
+    assert re.search(r'badge no">features</span> step failed: light curve has NaN times', status)
