@@ -5,22 +5,20 @@ Pages: search, object, pipeline, classifier comparison, outliers; bulk downloads
 """
 import csv
 import io
-import json
 import math
 import zipfile
 from collections import Counter, defaultdict
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, Max, Min, Sum
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .api.queries import (
-    DEFAULT_PAGE_SIZE, ITEM_FIELDS, MAX_CONE_RADIUS_ARCSEC, MAX_PAGE_SIZE, BadParameter, object_queryset,
+    ITEM_FIELDS, MAX_CONE_RADIUS_ARCSEC, MAX_PAGE_SIZE, BadParameter, object_queryset,
     ordered, parse_object_query, search_objects,
 )
 from .api.stamps import STAMP_TYPES, StampMissing, cutout_bytes, raw_alert
@@ -224,7 +222,8 @@ def _features_table(oid):
     rows = []
     for f in Feature.objects.filter(oid=oid).order_by("name"):
         spec = specs.get(f.name)
-        ours = bool(getattr(spec, "ours", False)) or f.name in not_in_alerce
+        ours = (f.name in not_in_alerce or bool(getattr(spec, "ours", False)) or getattr(spec, "alerce", True) is False
+                or getattr(spec, "origin", "") == "ours")
         rows.append({
             "name": f.name, "band": BAND_NAMES.get(f.fid, ""), "value": f.value, "missing_reason": f.missing_reason,
             "unit": getattr(spec, "unit", ""), "meaning": getattr(spec, "meaning", ""),
