@@ -31,7 +31,7 @@ urlpatterns = [
     path(f"ztf/v1/objects/{OID}/magstats", views.MagStatsView.as_view(), name="api-magstats"),
     path(f"ztf/v1/objects/{OID}/probabilities", views.Probabilities.as_view(), name="api-probabilities"),
     path(f"ztf/v1/objects/{OID}/features", views.Features.as_view(), name="api-features"),
-    path(f"ztf/v1/objects/{OID}/features/<str:name>", views.SingleFeature.as_view(), name="api-feature"),
+    path(f"ztf/v1/objects/{OID}/features/<path:name>", views.SingleFeature.as_view(), name="api-feature"),
     path("ztf/v1/classifiers", views.Classifiers.as_view(), name="api-classifiers"),
     path("ztf/v1/classifiers/<str:classifier_name>/<str:classifier_version>/classes",
          views.ClassifierClasses.as_view(), name="api-classes"),

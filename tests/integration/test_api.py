@@ -205,6 +205,8 @@ def test_features_and_single_feature(client, broker_db):
     both = get(client, f"/ztf/v1/objects/{oid}/features/Amplitude").json()
     assert sorted(r["name"] for r in both) == ["Amplitude_1", "Amplitude_2"]
     assert client.get(f"/ztf/v1/objects/{oid}/features/NoSuchFeature").status_code == 404
+    ratio = get(client, f"/ztf/v1/objects/{oid}/features/Power_rate_1/2").json()  # a name with a slash
+    assert [r["name"] for r in ratio] == ["Power_rate_1/2"]
     assert client.get(f"/ztf/v1/objects/{oid}/features", {"fid": "g"}).status_code == 400
 
 
