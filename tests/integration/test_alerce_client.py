@@ -76,6 +76,9 @@ def test_alerce_client_every_ztf_method(broker_db, live_server_db_connections, l
     dets = alerce.query_detections(oid, survey="ztf", format="pandas", sort="mjd")
     assert len(dets) == Detection.objects.filter(oid=oid).count() and dets["mjd"].is_monotonic_increasing
     assert isinstance(alerce.query_detections(oid, survey="ztf", format="votable"), Table)
+    as_csv = alerce.query_detections(oid, survey="ztf", format="csv")
+    assert as_csv.splitlines()[0].split(",")[:3] == list(dets.columns[:3])
+    assert len(as_csv.strip().splitlines()) == len(dets) + 1
     limits = alerce.query_non_detections(oid, survey="ztf", format="pandas")
     assert len(limits) == NonDetection.objects.filter(oid=oid).count()
     fp_oid = ForcedPhotometry.objects.values_list("oid", flat=True).first()
@@ -113,3 +116,6 @@ def test_alerce_client_every_ztf_method(broker_db, live_server_db_connections, l
     assert next(fastavro.reader(io.BytesIO(packet)))["candid"] == candid
     first = Detection.objects.filter(oid=stamp_oid, has_stamp=True).order_by("candid").first().candid
     assert next(fastavro.reader(io.BytesIO(alerce.get_avro(stamp_oid, survey="ztf"))))["candid"] == first
+    # close the client's keep-alive connections while the server still runs
+    for part in (alerce.legacy_ztf_client, alerce.legacy_stamps_client, alerce.legacy_stamps_client.search_client):
+        part.session.close()
