@@ -4,6 +4,7 @@ Pages: search, object, pipeline, classifier comparison, outliers; bulk downloads
 (cutouts as one zip, the object table as CSV with chosen columns).
 """
 import csv
+import datetime
 import io
 import math
 import zipfile
@@ -89,6 +90,18 @@ def _classifier_choices():
     return dict(choices)
 
 
+MJD_EPOCH = datetime.date(1858, 11, 17)
+
+
+def date_or_mjd(text):
+    """'2024-04-01' (UTC date) -> its MJD as text; anything else is returned unchanged (an MJD, or an error
+    for the parser to report)."""
+    try:
+        return str(float((datetime.date.fromisoformat(text.strip()) - MJD_EPOCH).days))
+    except ValueError:
+        return text
+
+
 def _search_params(request):
     """The request's search parameters, with the dashboard's defaults (newest objects first, count on)."""
     params = request.GET.copy()
@@ -104,6 +117,8 @@ def _search_params(request):
     # the form has two boxes for each range; an empty minimum with a maximum means "up to"
     for name in ("ndet", "firstmjd", "lastmjd"):
         low, high = request.GET.get(f"{name}_min", ""), request.GET.get(f"{name}_max", "")
+        if name != "ndet":
+            low, high = (date_or_mjd(v) if v else v for v in (low, high))
         if low or high:
             params.setlist(name, [low or ("0" if name == "ndet" else "-1e9")] + ([high] if high else []))
     return params

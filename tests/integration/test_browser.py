@@ -89,6 +89,9 @@ def test_object_page_in_chromium(broker_db, live_server_db_connections, live_ser
                                          "img => img.complete ? [img.naturalWidth, img.naturalHeight] : null")
             assert size and size[0] > 100 and size[1] > 100, kind
 
+        # hovering a point tells its magnitude, time and candid
+        page.hover("#lightcurve svg circle.detection >> nth=0")
+        assert page.is_visible("#lc-tip") and "candid" in page.inner_text("#lc-tip")
         # corrected magnitudes: one point per detection that has one
         page.check("input[name=lcmode][value=corrected]")
         assert page.locator("#lightcurve svg circle.detection").count() == n_corrected

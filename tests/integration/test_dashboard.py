@@ -219,3 +219,14 @@ def test_object_page_names_any_failed_step(client, broker_db):
     page = html(client, f"/object/{oid}")
     status = page.split('id="status"', 1)[1].split("</ul>", 1)[0]
     assert re.search(r'badge no">features</span> step failed: light curve has NaN times', status)
+
+
+def test_search_dates_as_calendar_days(client, broker_db):
+    import datetime
+
+    last = sorted(Object.objects.values_list("lastmjd", flat=True))
+    cut = int(last[len(last) // 2])  # an MJD day boundary
+    day = (datetime.date(1858, 11, 17) + datetime.timedelta(days=cut)).isoformat()
+    by_date = set(result_oids(html(client, "/search", {"lastmjd_min": day, "page_size": 100})))
+    assert by_date == set(Object.objects.filter(lastmjd__gte=cut).values_list("oid", flat=True)) and by_date
+    assert by_date == set(result_oids(html(client, "/search", {"lastmjd_min": cut, "page_size": 100})))

@@ -52,6 +52,10 @@
     return {dets: pts, limits: limits};
   }
 
+  function isoDate(mjd) {  // MJD 40587 is 1970-01-01
+    return new Date((mjd - 40587) * 86400000).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
   function showTip(evt, html) {
     var rect = box.getBoundingClientRect();
     tip.innerHTML = html;
@@ -131,7 +135,7 @@
       var b = BANDS[q.n.fid] || BANDS[1], cx = X(q.x), cy = Y(q.mag);
       var tri = el("path", {d: "M" + (cx - 4) + "," + (cy - 3) + "L" + (cx + 4) + "," + (cy - 3) + "L" + cx + "," + (cy + 4) + "Z",
         fill: b.colour, opacity: 0.35, "class": "limit"}, layer);
-      tri.addEventListener("mousemove", function (e) { showTip(e, b.name + " upper limit " + q.mag.toFixed(2) + "<br>MJD " + q.x.toFixed(5)); });
+      tri.addEventListener("mousemove", function (e) { showTip(e, b.name + " upper limit " + q.mag.toFixed(2) + "<br>MJD " + q.x.toFixed(5) + "<br>" + isoDate(q.x)); });
       tri.addEventListener("mouseleave", hideTip);
     });
     p.dets.forEach(function (q) {
@@ -144,7 +148,7 @@
         "stroke-width": q.d.dubious || q.d.has_stamp ? 1.8 : 1}, layer);
       dot.style.cursor = q.d.has_stamp ? "pointer" : "default";
       dot.addEventListener("mousemove", function (e) {
-        showTip(e, b.name + " " + q.mag.toFixed(3) + " ± " + (q.err || 0).toFixed(3) + "<br>MJD " + q.d.mjd.toFixed(5) +
+        showTip(e, b.name + " " + q.mag.toFixed(3) + " ± " + (q.err || 0).toFixed(3) + "<br>MJD " + q.d.mjd.toFixed(5) + " (" + isoDate(q.d.mjd) + ")" +
           "<br>candid " + q.d.candid + (q.d.dubious ? "<br><b>dubious correction</b>" : "") +
           (q.d.isdiffpos < 0 ? "<br>negative difference" : "") + (q.d.has_stamp ? "<br>click: show stamps" : ""));
       });
