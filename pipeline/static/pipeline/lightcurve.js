@@ -112,6 +112,7 @@
     var m0 = Math.min.apply(null, ms), m1 = Math.max.apply(null, ms);
     var dx = (x1 - x0) || 1, dm = (m1 - m0) || 0.5;
     x0 -= dx * 0.03; x1 += dx * 0.03; m0 -= dm * 0.08; m1 += dm * 0.08;
+    if (s.fold) { x0 = -0.03; x1 = 2.03; }  // two full cycles
     var X = function (v) { return PAD.l + (W - PAD.l - PAD.r) * (v - x0) / (x1 - x0); };
     var Y = function (m) { return PAD.t + (H - PAD.t - PAD.b) * (m - m0) / (m1 - m0); };  // brighter up
 
