@@ -136,9 +136,10 @@ def test_classifier_comparison_matrix(client, broker_db):
     row_name, col_name = max(pairs, key=lambda k: (pairs[k], k))
     total = sum(n for (a, _), n in pairs.items() if a == row_name)
     table = page.split('id="comparison"', 1)[1].split("</table>", 1)[0]
-    row = table.split(f"<th>{row_name}</th>", 1)[1].split("</tr>", 1)[0]
-    columns = re.findall(r"<th>([^<]+)</th>", table.split("</tr>", 1)[0])[1:-1]
+    row = table.split(f">{row_name}</a></th>", 1)[1].split("</tr>", 1)[0]
+    columns = re.findall(r"<th>([^<]+)</th>", table.split("</tr>", 1)[0])[1:]
     cells = re.findall(r">([0-9.]+) <span class=\"small\">\((\d+)\)", row)
+    assert len(columns) == len(cells)
     value, n = cells[columns.index(col_name)]
     assert int(n) == pairs[(row_name, col_name)] and float(value) == pytest.approx(pairs[(row_name, col_name)] / total,
                                                                                    abs=0.005)
