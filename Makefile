@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= var/demo_night
 DEMO_OBJECTS ?= 300
 
-.PHONY: run test venv migrate demo bench clean
+.PHONY: run test venv migrate demo bench clean chromium
 
 venv: $(VENV)/.installed
 
@@ -25,7 +25,15 @@ run: migrate
 	$(PY) manage.py ingest $(DEMO_DIR)
 	@echo "Browse it: $(PY) manage.py runserver, then http://127.0.0.1:8000/ (admin: manage.py createsuperuser)"
 
-test: venv
+# Headless Chromium for the dashboard's browser test (Debian package); skipped with the reason where absent.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	    ($$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     ($$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1)) \
+	    || echo "chromium could not be installed: the browser test will be skipped"; }
+
+test: venv chromium
 	$(PY) -m pytest
 	$(PY) -m tests.integration.on_postgres
 

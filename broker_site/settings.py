@@ -33,6 +33,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "pipeline",
 ]
 
@@ -129,4 +132,24 @@ XMATCH_CDS_URL = os.environ.get("XMATCH_CDS_URL", "")  # empty: astroquery's def
 XMATCH_RETRY_MINUTES = float(os.environ.get("XMATCH_RETRY_MINUTES", "15"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
+}
+
+# --- REST API (ALeRCE's ZTF API v1 routes): read-only and open, JSON errors, OpenAPI schema.
+REST_FRAMEWORK = {
+    "DEFAULT_PERMISSION_CLASSES": ["pipeline.api.permissions.ReadOnlyOrStaff"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "pipeline.api.views.json_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Alert broker ZTF API",
+    "DESCRIPTION": "ALeRCE's ZTF API v1 routes over this broker's tables (the public alerce client works "
+                   "unchanged). Read-only. Page size at most 1000, cone radius at most 3600 arcsec.",
+    "VERSION": "v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
