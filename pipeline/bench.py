@@ -50,7 +50,8 @@ def _renumber(record, schema, k):
         return out.getvalue()
     record = copy.deepcopy(record)
     shift = k * 7  # keeps candid's digits plausible; ids stay unique across copies
-    oid = f"{record['objectId']}{k:04d}"[:32]
+    oid = record["objectId"]  # a valid ZTF id per copy: the year digits say which copy it is
+    oid = f"ZTF{(int(oid[3:5]) + 30 + k) % 100:02d}{oid[5:]}"
     record["objectId"] = oid
     record["candid"] += shift
     record["candidate"]["candid"] = record["candid"]

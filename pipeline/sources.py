@@ -206,13 +206,11 @@ def iter_packets(paths, limits=Limits()):
         path = Path(raw)
         try:
             mode = path.stat().st_mode
+        except FileNotFoundError:
+            yield Missing(str(path), "dangling symbolic link" if os.path.islink(path) else "no such file or folder")
+            continue
         except OSError as exc:
-            if path.is_symlink():
-                yield Missing(str(path), "dangling symbolic link")
-            elif isinstance(exc, FileNotFoundError):
-                yield Missing(str(path))
-            else:
-                yield SourceProblem(str(path), f"cannot read: {exc.strerror or exc}")
+            yield SourceProblem(str(path), f"cannot read: {exc.strerror or exc}")
             continue
         if stat.S_ISDIR(mode):
             files, report = _folder_entries(path)

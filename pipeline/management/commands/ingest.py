@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from pipeline.runner import ingest_paths, step_report
 
@@ -25,3 +25,7 @@ class Command(BaseCommand):
         self.stdout.write(summary.report())
         if not opts["no_wait"]:
             self.stdout.write(step_report(summary.batch_ids))
+        if summary.failed:  # exit status 1: a path was missing or a batch's steps failed
+            problems = [f"{len(summary.missing)} missing path(s)"] * bool(summary.missing)
+            problems += [f"steps failed in {len(summary.step_failures)} batch(es)"] * bool(summary.step_failures)
+            raise CommandError("ingest incomplete: " + ", ".join(problems))
