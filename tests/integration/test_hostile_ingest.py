@@ -90,6 +90,28 @@ def _not_root():
         os.seteuid(0)
 
 
+@contextmanager
+def _refusing_trigger(event, oid):
+    """A real database fault: a trigger that refuses ``event`` (INSERT/UPDATE) of ``oid``'s detections."""
+    postgres = connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        if postgres:
+            cursor.execute("CREATE FUNCTION i19_refuse() RETURNS trigger AS $$ BEGIN "
+                           "RAISE EXCEPTION 'refused by a test trigger'; END $$ LANGUAGE plpgsql")
+            cursor.execute(f"CREATE TRIGGER i19_refuse BEFORE {event} ON detection FOR EACH ROW "
+                           f"WHEN (NEW.oid = '{oid}') EXECUTE FUNCTION i19_refuse()")
+        else:
+            cursor.execute(f"CREATE TRIGGER i19_refuse BEFORE {event} ON detection WHEN NEW.oid = '{oid}' "
+                           "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER i19_refuse" + (" ON detection" if postgres else ""))
+            if postgres:
+                cursor.execute("DROP FUNCTION i19_refuse()")
+
+
 @pytest.fixture
 def open_archive(settings):
     """An archive folder that any user may write (the unreadable-file test drops root)."""
@@ -169,24 +191,8 @@ def test_a_batch_that_fails_in_the_database_is_split_until_the_bad_input_stands_
     for path, schema, rec in real[:5]:
         _write(folder / path.name, schema, [rec])
     victim = real[2][2]["objectId"]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "CREATE FUNCTION i19_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$ "
-                "LANGUAGE plpgsql"
-            )
-            cursor.execute(f"CREATE TRIGGER i19_refuse BEFORE INSERT ON detection FOR EACH ROW WHEN (NEW.oid = '{victim}') "
-                           "EXECUTE FUNCTION i19_refuse()")
-        else:
-            cursor.execute(f"CREATE TRIGGER i19_refuse BEFORE INSERT ON detection WHEN NEW.oid = '{victim}' "
-                           "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
-    try:
+    with _refusing_trigger("INSERT", victim):
         summary = ingest_paths([folder], batch_size=10, pipeline=False, progress=False)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER i19_refuse" + (" ON detection" if connection.vendor == "postgresql" else ""))
-            if connection.vendor == "postgresql":
-                cursor.execute("DROP FUNCTION i19_refuse()")
     assert RawAlert.objects.count() == 4 and not RawAlert.objects.filter(oid=victim).exists()
     (q,) = Quarantine.objects.all()
     assert q.reason.startswith("ingest failed:") and "refused by a test trigger" in q.reason
@@ -420,3 +426,15 @@ def test_missing_paths_fail_the_command_and_links_are_reported(broker_env, real)
     assert f"{missing}: no such file or folder" in text
     assert not Quarantine.objects.exists()
     call_command("ingest", str(folder), "--no-pipeline", "--no-progress", stdout=io.StringIO())  # no error
+
+
+def test_failed_steps_fail_the_command(broker_env, real):
+    folder = broker_env / "steps"
+    folder.mkdir()
+    for path, schema, rec in real[:2]:
+        _write(folder / path.name, schema, [rec])
+    out = io.StringIO()
+    with _refusing_trigger("UPDATE", real[0][2]["objectId"]):  # the correction step's write fails
+        with pytest.raises(CommandError, match="steps failed in 1 batch"):
+            call_command("ingest", str(folder), "--no-progress", stdout=out)
+    assert "steps failed in 1 batch(es):" in out.getvalue() and RawAlert.objects.count() == 2
