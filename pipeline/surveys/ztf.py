@@ -76,6 +76,8 @@ STRING_LIMITS = {"rbversion": 16, "drbversion": 16, "ssnamenr": 32, "procstatus"
 INT32_FIELDS = frozenset({"nneg", "nbad", "field", "rcid", "programid", "nmtchps", "ndethist", "ncovhist"})
 INT64_FIELDS = frozenset({"pid", "objectidps1", "objectidps2", "objectidps3"})
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_NOT_FLOAT_FIELDS = INT32_FIELDS | INT64_FIELDS | frozenset(STRING_LIMITS)
+_CHECKED_INT_FIELDS = INT32_FIELDS | frozenset(STRING_LIMITS)
 
 #: Values ZTF writes for "no value" in float/long fields (-999 candidate, -99999 history rows).
 MISSING_SENTINELS = frozenset({-99.0, -999.0, -9999.0, -99999.0})
@@ -386,15 +388,16 @@ def _clean(value, name=""):
     if cls is float:
         if value != value or value in _NO_VALUE_FLOATS:
             return None
-        if name in INT32_FIELDS or name in INT64_FIELDS or name in STRING_LIMITS:
+        if name in _NOT_FLOAT_FIELDS:
             raise _BadValue(f"{name} is a float ({value!r}); its column holds {'text' if name in STRING_LIMITS else 'integers'}")
     elif cls is int:
         if value in MISSING_SENTINELS:
             return None
-        if name in INT32_FIELDS and not _INT32_MIN <= value <= _INT32_MAX:
-            raise _BadValue(f"{name} = {value} does not fit a 32-bit integer")
-        if name in STRING_LIMITS:
-            raise _BadValue(f"{name} is an integer; its column holds text")
+        if name in _CHECKED_INT_FIELDS:
+            if name in STRING_LIMITS:
+                raise _BadValue(f"{name} is an integer; its column holds text")
+            if not _INT32_MIN <= value <= _INT32_MAX:
+                raise _BadValue(f"{name} = {value} does not fit a 32-bit integer")
     elif cls is str:
         if value == "null" or value == "":
             return None
