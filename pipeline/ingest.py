@@ -221,9 +221,26 @@ def _in_night(copy):
 
 
 def _rank(copy):
-    """Order of preference between copies of one candid of one object (largest wins)."""
-    content = json.dumps([copy.get(name) for name in CONTENT_FIELDS], default=str)
-    return (_is_own(copy), _in_night(copy), copy["parent_candid"] or 0, hashlib.sha256(content.encode()).hexdigest())
+    """Order of preference between copies of one candid of one object (largest wins); ties, which
+    only copies from one packet can reach, go to the content's digest, so no reading order decides."""
+    return (_is_own(copy), _in_night(copy), copy["parent_candid"] or 0)
+
+
+def _digest(copy):
+    return hashlib.sha256(json.dumps([copy.get(name) for name in CONTENT_FIELDS], default=str).encode()).hexdigest()
+
+
+def _outranks(a, b):
+    ra, rb = _rank(a), _rank(b)
+    return ra > rb or (ra == rb and _digest(a) > _digest(b))
+
+
+def _best(copies, copy_of=lambda item: item):
+    best = copies[0]
+    for item in copies[1:]:
+        if _outranks(copy_of(item), copy_of(best)):
+            best = item
+    return best
 
 
 def _stored_copies(candids):
@@ -297,7 +314,7 @@ def _resolve(claims, stored, conflicts):
                 candidates = list(group)
         if not candidates:
             continue
-        best = max(candidates, key=lambda claim: _rank(claim.copy))
+        best = _best(candidates, lambda claim: claim.copy)
         for claim in candidates:
             if claim is not best and _differences(claim.copy, best.copy):
                 names = _differences(claim.copy, best.copy)
@@ -306,7 +323,7 @@ def _resolve(claims, stored, conflicts):
                               f"({_describe(claim.copy, best.copy, names)})")
         if kept is None:
             inserts.append(best.copy)
-        elif _rank(best.copy) > _rank(kept):
+        elif _outranks(best.copy, kept):
             names = _differences(kept, best.copy)
             if names or (_is_own(best.copy) and not _is_own(kept)):
                 replaces.append(best.copy)
@@ -337,7 +354,7 @@ def _accept_packets(alerts, summary, conflicts, rejected):
     for candid, group in by_candid.items():
         kept = stored.get(candid) if candid in known else None
         if kept is None:
-            best = max(group, key=lambda item: _rank(item[1].detection))
+            best = _best(group, lambda item: item[1].detection)
             owner = stored.get(candid)
             if owner is not None and owner["oid"] != best[1].oid:
                 for packet, alert in group:
