@@ -25,7 +25,6 @@ Policies (see ``parse_record``):
 Pure Python + fastavro; no Django, no Celery.
 """
 import gzip
-import hashlib
 import io
 import json
 import math

@@ -6,8 +6,6 @@ import os
 import tarfile
 import threading
 
-import pytest
-
 from pipeline.sources import Limits, Missing, Packet, Skipped, SourceProblem, batched, iter_packets
 from pipeline.storage import QUARANTINE_PREFIX_BYTES, digest_stream
 
