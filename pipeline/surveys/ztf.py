@@ -448,9 +448,7 @@ def _usable(row, names):
     """True when every one of ``names`` holds a real, finite number (no null, NaN, sentinel or infinity)."""
     for name in names:
         v = row.get(name)
-        if v is None or v.__class__ is bool or v != v or v in _NO_VALUE_FLOATS:
-            return False
-        if v.__class__ is not float and v.__class__ is not int:
+        if v.__class__ is not float and v.__class__ is not int or v != v or v in _NO_VALUE_FLOATS:
             return False
     return True
 
@@ -531,6 +529,16 @@ def parse_record(record):
     ``schemavsn``, ids that are not ZTF's, missing/null/NaN/infinite/sentinel values in the required
     fields, positions off the sky, and values their column cannot hold (wrong type, too long, out of range).
     """
+    try:
+        return _parse_record(record)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a crafted writer schema's odd types
+        oid = record.get("objectId") if isinstance(record, dict) else None
+        candid = record.get("candid") if isinstance(record, dict) else None
+        raise BadAlert(f"malformed record: {type(exc).__name__}: {_shown(str(exc), 120)}",
+                       oid if is_valid_oid(oid) else None, candid if is_valid_candid(candid) else None) from None
+
+
+def _parse_record(record):
     if not isinstance(record, dict):
         raise BadAlert(f"unknown schema: record is a {type(record).__name__}, not a ZTF alert")
     cand = record.get("candidate")
@@ -643,8 +651,8 @@ def parse_record(record):
     if bad_candid:
         notes.append(f"dropped {bad_candid} prv_candidates whose candid is not a positive 64-bit integer")
 
-    jdstart, jdend = _clean(cand.get("jdstarthist"), "jdstarthist"), _clean(cand.get("jdendhist"), "jdendhist")
-    hist = _copied(cand, ("ndethist", "ncovhist"), "candidate", oid, candid)
+    hist = _copied(cand, ("ndethist", "ncovhist", "jdstarthist", "jdendhist"), "candidate", oid, candid)
+    jdstart, jdend = hist["jdstarthist"], hist["jdendhist"]
     object_fields = {
         "oid": oid,
         "ndethist": hist["ndethist"],

@@ -228,3 +228,18 @@ def test_a_jd_shared_by_different_exposures_is_a_fill_value(real):
     # Two detections of one exposure (same pid) may share its jd.
     dets[1]["pid"], dets[1]["nid"] = dets[0]["pid"], dets[0].get("nid")
     assert gone <= {d["candid"] for d in parse_record(rec).prv_detections}
+
+
+def test_odd_types_from_a_crafted_schema_are_bad_alerts_not_crashes(real):
+    _, rec = real
+    for where, field, value in (("candidate", "isdiffpos", ["t"]), ("candidate", "jdstarthist", "x"),
+                                ("prv", "fid", [1]), ("prv", "isdiffpos", {"t": 1}), ("prv", "jd", [1.0])):
+        bad = copy.deepcopy(rec)
+        target = bad["candidate"] if where == "candidate" else next(p for p in bad["prv_candidates"] if p["candid"])
+        target[field] = value
+        try:
+            alert = parse_record(bad)
+        except BadAlert as exc:
+            assert exc.reason, (where, field)
+        else:  # a history row it cannot use is dropped and counted
+            assert where == "prv" and alert.dropped_detections >= 1, (where, field)
