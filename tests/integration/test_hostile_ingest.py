@@ -438,3 +438,12 @@ def test_failed_steps_fail_the_command(broker_env, real):
         with pytest.raises(CommandError, match="steps failed in 1 batch"):
             call_command("ingest", str(folder), "--no-progress", stdout=out)
     assert "steps failed in 1 batch(es):" in out.getvalue() and RawAlert.objects.count() == 2
+
+
+def test_the_command_takes_the_packet_limit(broker_env, real):
+    path = _write(broker_env / "one.avro", real[0][1], [real[0][2]])
+    call_command("ingest", str(path), "--no-pipeline", "--no-progress", "--max-packet-bytes", "1000",
+                 stdout=io.StringIO())
+    (q,) = Quarantine.objects.all()
+    assert "exceeds the 1000-byte limit" in q.reason and q.size == path.stat().st_size
+    assert not RawAlert.objects.exists()
