@@ -241,7 +241,7 @@ class Quarantine(models.Model):
     reason = models.TextField()
     source = models.CharField(max_length=512, help_text="File (and archive member) it came from")
     archive_key = models.CharField(max_length=255, blank=True, default="")
-    size = models.IntegerField(default=0)
+    size = models.BigIntegerField(default=0, help_text="Bytes of the whole input (the archive keeps a bounded prefix)")
     oid = models.CharField(max_length=32, blank=True, default="")
     candid = models.BigIntegerField(null=True, blank=True)
     batch_id = models.CharField(max_length=64, blank=True, default="")

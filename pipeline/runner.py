@@ -7,17 +7,17 @@ from tqdm import tqdm
 from . import canvas
 from .backends import archive
 from .ingest import IngestSummary, ingest_batch
-from .sources import batched, iter_packets
+from .sources import Limits, batched, iter_packets
 
 log = logging.getLogger(__name__)
 
 
-def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
+def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, limits=Limits()):
     """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any)."""
     total = IngestSummary()
     pending = []
     bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
-    for items in batched(iter_packets(paths), batch_size):
+    for items in batched(iter_packets(paths, limits), batch_size, limits.max_batch_bytes):
         result = ingest_batch(items, archive())
         total.add(result.summary)
         total.batch_ids.append(result.batch_id)
