@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,7 +24,8 @@ from .models import (
 from .sources import Packet, SourceProblem
 from .storage import alert_key, quarantine_key
 from .surveys.base import BadAlert
-from .surveys.ztf import decode_container, is_simulated_oid, parse_record
+from .surveys.dispatch import decode_packet, parse_record
+from .surveys.ztf import is_simulated_oid
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +107,13 @@ def parse_packets(items):
             rejected.append(_Rejected(item.source, item.reason, item.data))
             continue
         try:
-            records = decode_container(item.data)
+            records, version = decode_packet(item.data, settings.LSST_SCHEMA_DIR)
         except BadAlert as exc:
             rejected.append(_Rejected(item.source, exc.reason, item.data))
             continue
         for record in records:
             try:
-                alerts.append((item, parse_record(record)))
+                alerts.append((item, parse_record(record, version)))
             except BadAlert as exc:
                 rejected.append(
                     _Rejected(item.source, exc.reason, item.data, getattr(exc, "oid", "") or "", getattr(exc, "candid", None))
@@ -147,8 +149,8 @@ def _write_objects(objects, now):
         row = {name: fields_.get(name) for name in OBJECT_HISTORY_FIELDS}
         row.update(
             oid=oid,
-            survey="ztf",
-            simulated=is_simulated_oid(oid),
+            survey=fields_.get("survey", "ztf"),
+            simulated=fields_.get("simulated") or is_simulated_oid(oid),
             meanra=fields_["ra"],
             meandec=fields_["dec"],
             ndet=0,
@@ -197,6 +199,20 @@ def quarantine(rejected, archive, batch_id, now):
     db.insert_ignore(Quarantine, _unique_by(rows, "sha256"), returning="sha256")
 
 
+def _same_keys(model, rows):
+    """Rows of one batch with one set of keys: a survey's extra columns get the model default (or None)
+    in the other survey's rows, so a mixed ZTF + Rubin batch loses no column."""
+    rows = list(rows)
+    keys = dict.fromkeys(rows[0]) if rows else {}
+    for row in rows:
+        if len(row) != len(keys) or any(k not in keys for k in row):
+            keys.update(dict.fromkeys(row))
+    if not rows or all(len(row) == len(keys) for row in rows):
+        return rows
+    defaults = {name: model._meta.get_field(name).get_default() for name in keys}
+    return [row if len(row) == len(keys) else {**defaults, **row} for row in rows]
+
+
 def _unique_by(rows, key):
     return list({row[key]: row for row in rows}.values())
 
@@ -233,15 +249,16 @@ def ingest_batch(items, archive) -> BatchResult:
     with transaction.atomic():
         new_oids = _write_objects(objects, now)
         summary.new_objects = len(new_oids)
-        inserted = set(db.insert_ignore(Detection, list(detections.values())))
+        inserted = set(db.insert_ignore(Detection, _same_keys(Detection, detections.values())))
         summary.detections = len(inserted)
         # An alert's own candidate may already be stored as a prv copy from a later alert: the alert's
         # version (with its stamp flag and the PS1 fields a prv copy lacks) replaces it.
         known_own = [alert.detection for _, alert in fresh if alert.candid not in inserted]
         if known_own:
+            known_own = _same_keys(Detection, known_own)
             db.upsert(Detection, known_own, unique_fields=["candid"], update_fields=list(known_own[0]))
         summary.non_detections = len(db.insert_ignore(NonDetection, list(non_detections.values())))
-        summary.forced_photometry = len(db.insert_ignore(ForcedPhotometry, list(forced.values())))
+        summary.forced_photometry = len(db.insert_ignore(ForcedPhotometry, _same_keys(ForcedPhotometry, forced.values())))
         for model, rows in ((Ps1, ps1), (Gaia, gaia), (SolarSystem, ss)):
             rows = list(rows.values())
             if rows:

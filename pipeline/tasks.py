@@ -50,7 +50,7 @@ def step_task(step, **options):
 
 @step_task("correct")
 def correct(oids):
-    stored = loaders.detections(oids, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS)
+    stored = loaders.detections(loaders.of_survey(oids, "ztf"), loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS)
     if stored.empty:
         return 0
     corrected, objects = correction.correct_objects(stored[loaders.DETECTION_FIELDS])
@@ -115,8 +115,8 @@ def features(oids):
         return 0
     todo = list(objects["oid"])
     result = compute_features(
-        loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS),
-        loaders.non_detections(todo),
+        loaders.feature_bands(loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS)),
+        loaders.feature_bands(loaders.non_detections(todo)),
         objects,
         loaders.allwise_photometry(todo),
     )
