@@ -258,6 +258,7 @@ def _oid(source, dia_object):
 
 
 def _solar_system(record, oid, candid):
+    """ss row: ssnamenr the MPC designation, ssdistnr the distance to the ephemeris (arcsec), ssmagnr its V."""
     ss = record.get("ssSource") or record.get("ssObject")
     if not ss:
         return None
@@ -267,7 +268,7 @@ def _solar_system(record, oid, candid):
         name = str(ss["ssObjectId"])
     offset = _clean(ss.get("ephOffset"))
     if offset is None and _finite(ss.get("residualRa")) and _finite(ss.get("residualDec")):
-        offset = math.hypot(ss["residualRa"], ss["residualDec"])
+        offset = 3600.0 * math.hypot(ss["residualRa"], ss["residualDec"])  # 9.0 gives degrees
     return {"oid": oid, "candid": candid, "ssdistnr": offset,
             "ssmagnr": _clean(_get(ss, "ephVmag", "predictedVMagnitude")), "ssnamenr": (name or None) and name[:32]}
 
