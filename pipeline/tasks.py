@@ -126,6 +126,22 @@ def features(oids):
     return len(result.values)
 
 
+@shared_task(name="pipeline.tasks.publish", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
+def publish(batch_id, oids):
+    """Send the objects' alerts not yet on the output stream (one message each; see streams.py).
+    An unreachable stream leaves them pending: the object's next batch or ``reprocess`` sends them."""
+    from . import streams
+
+    started = timezone.now()
+    try:
+        n = streams.publish(list(oids), batch_id)
+    except streams.StreamUnavailable as exc:
+        log.warning("output stream unreachable, alerts of %d objects left pending: %s", len(oids), exc)
+        n = 0
+    record_timing(batch_id, "publish", started, n)
+    return {"batch_id": batch_id, "step": "publish", "n": n}
+
+
 @shared_task(name="pipeline.tasks.retry_pending_xmatch")
 def retry_pending_xmatch(limit=1000):
     """Cross-match the objects queued by earlier failures; what fails again stays queued."""
