@@ -1,20 +1,38 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from pipeline.runner import ingest_paths, step_report
 
 
 class Command(BaseCommand):
-    help = "Ingest ZTF Avro alerts (files, folders, nightly .tar.gz archives) and run each batch's pipeline."
+    help = ("Ingest Avro alerts (ZTF or Rubin; files, folders, nightly .tar.gz archives, or a live Kafka stream "
+            "with --kafka) and run each batch's pipeline.")
 
     def add_arguments(self, parser):
-        parser.add_argument("paths", nargs="+")
+        parser.add_argument("paths", nargs="*")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--no-pipeline", action="store_true", help="Store the alerts only; run no later step")
         parser.add_argument("--no-wait", action="store_true", help="With workers: do not wait for the steps to finish")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--kafka", metavar="HOST:PORT", help="Consume a Kafka stream instead of files")
+        parser.add_argument("--topic", action="append", help="Kafka topic (repeatable), e.g. ztf_20251101_programid1")
+        parser.add_argument("--group", help="Kafka consumer group: offsets are committed per group")
+        parser.add_argument("--stop-when-idle", type=float, default=None, metavar="SECONDS",
+                            help="Kafka: stop after this long without a message (default: run until SIGTERM)")
 
     def handle(self, *args, **opts):
+        if opts["kafka"]:
+            if not (opts["topic"] and opts["group"]) or opts["paths"]:
+                raise CommandError("--kafka needs --topic and --group, and no paths")
+            from pipeline.kafka_ingest import KafkaIngest
+
+            summary = KafkaIngest(opts["kafka"], opts["topic"], opts["group"], batch_size=opts["batch_size"],
+                                  pipeline=not opts["no_pipeline"], progress=not opts["no_progress"],
+                                  stop_when_idle=opts["stop_when_idle"]).run()
+            self.stdout.write(summary.report())
+            return
+        if not opts["paths"]:
+            raise CommandError("give files, folders or archives to ingest, or --kafka HOST:PORT")
         summary = ingest_paths(
             opts["paths"],
             batch_size=opts["batch_size"],
