@@ -95,3 +95,10 @@ def test_bad_rubin_packets_are_quarantined_with_reason(broker_env, tmp_path):
     assert "truncated or corrupt" in reasons["truncated.avro"]
     assert "schema id 1100" in reasons["wire_unknown.avro"]
     assert Quarantine.objects.get(source__endswith="no_flux_error.avro").candid == record["diaSource"]["diaSourceId"]
+
+
+def test_status_page_shows_rubin_objects_skip_ztf_steps(broker_env, client):
+    ingest_paths([require_shared("lsst_alerts", "rubin_v9_0")], batch_size=50, progress=False)
+    page = client.get("/").content.decode()
+    assert "19</strong> lsst objects" in page
+    assert page.count("ZTF-only step, skipped") == 19
