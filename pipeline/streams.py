@@ -178,7 +178,7 @@ class KafkaStream(OutputStream):
 
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group or f"listen-{uuid.uuid4().hex[:8]}",
                              "auto.offset.reset": "earliest" if from_start else "latest",
-                             "enable.auto.commit": False})
+                             "enable.auto.commit": False, "session.timeout.ms": 10000})
         consumer.subscribe([self.topic])
         seen = idle = 0
         try:

@@ -142,3 +142,25 @@ def test_command_survives_a_broker_restart_and_stops_on_sigterm(broker, tmp_path
             consumer.kill()
     assert consumer.returncode == 0, err[-3000:]
     assert f"alerts read          {len(ztf) + len(rubin)}" in out
+
+
+def test_output_stream_to_kafka_when_configured(broker, broker_env, settings, capsys):
+    from django.core.management import call_command
+
+    from pipeline import streams
+    from pipeline.runner import ingest_paths
+
+    settings.OUTPUT_STREAM_URL = f"kafka://{broker.bootstrap}/broker-alerts"
+    streams.output_stream.cache_clear()
+    try:
+        folder = require_shared("lsst_alerts", "rubin_v7_4")
+        summary = ingest_paths([folder], batch_size=5, progress=False)
+        assert not summary.step_failures, summary.report()
+        n = RawAlert.objects.count()
+        got = [m for _, m in streams.output_stream().read(from_start=True, count=n, block_ms=1000)]
+        assert sorted(m["candid"] for m in got) == sorted(RawAlert.objects.values_list("candid", flat=True))
+        assert all(m["survey"] == "lsst" and m["magstats"] for m in got)
+        call_command("listen", "--from-start", "--count", "3")
+        assert len([line for line in capsys.readouterr().out.splitlines() if "LSST" in line]) == 3
+    finally:
+        streams.output_stream.cache_clear()
