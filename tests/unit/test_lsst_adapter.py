@@ -158,3 +158,16 @@ def test_container_version_reads_the_writer_schema_name():
     fastavro.writer(buffer, {"type": "record", "name": "lsst.v11_1.alert", "fields": [{"name": "a", "type": "int"}]},
                     [{"a": 1}])
     assert lsst.container_version(buffer.getvalue()) == "11.1"
+
+
+def test_rubin_g_and_r_fill_the_feature_bands_and_other_rubin_bands_are_left_out():
+    import pandas as pd
+
+    from pipeline.loaders import feature_bands
+
+    rows = pd.DataFrame({"oid": ["Z", "Z", "L", "L", "L", "L"], "fid": [1, 2, 11, 12, 13, 10],
+                         "mjd": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    out = feature_bands(rows)
+    assert list(zip(out["oid"], out["fid"], out["mjd"])) == [("Z", 1, 1.0), ("Z", 2, 2.0), ("L", 1, 3.0), ("L", 2, 4.0)]
+    ztf_only = rows.iloc[:2]
+    assert feature_bands(ztf_only) is ztf_only
