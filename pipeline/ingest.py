@@ -107,7 +107,7 @@ def parse_packets(items):
             rejected.append(_Rejected(item.source, item.reason, item.data))
             continue
         try:
-            records, version = decode_packet(item.data, settings.LSST_SCHEMA_DIR)
+            records, version = decode_packet(item.data, settings.LSST_SCHEMAS)
         except BadAlert as exc:
             rejected.append(_Rejected(item.source, exc.reason, item.data))
             continue

@@ -10,10 +10,11 @@ from pipeline.surveys.base import BadAlert
 __all__ = ["BadAlert", "decode_packet", "parse_record"]
 
 
-def decode_packet(data, lsst_schema_dir=None):
-    """Raw bytes -> (records, schema version or None). Raises BadAlert for undecodable input."""
+def decode_packet(data, lsst_schemas=None):
+    """Raw bytes -> (records, schema version or None). ``lsst_schemas``: a folder of Rubin .avsc files
+    or a schema registry URL, for wire-format packets. Raises BadAlert for undecodable input."""
     if isinstance(data, (bytes, bytearray)) and len(data) > 5 and data[0] == 0:
-        return lsst.decode_wire(bytes(data), lsst_schema_dir)
+        return lsst.decode_wire(bytes(data), lsst_schemas)
     records = ztf.decode_container(data)
     version = lsst.container_version(data) if lsst.is_lsst_record(records[0]) else None
     return records, version

@@ -27,6 +27,7 @@ Policies:
 Pure Python + fastavro; no Django, no Celery.
 """
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -86,33 +87,58 @@ def wire_schema_version(schema_id: int) -> str:
     return f"{schema_id // 100}.{schema_id % 100}"
 
 
-def _wire_schema(schema_id, schema_dir):
-    key = (schema_id, str(schema_dir))
+def _schema_from_folder(schema_id, folder):
+    major, minor = divmod(schema_id, 100)
+    root, name = Path(folder), f"lsst.v{major}_{minor}.alert.avsc"
+    for path in (root / f"{major}.{minor}" / name, root / str(major) / str(minor) / name, root / name):
+        if path.is_file():
+            return fastavro.schema.load_schema(str(path))
+    return None
+
+
+def _schema_from_registry(schema_id, url):
+    """GET <registry>/schemas/ids/<id> (the Confluent schema-registry API Rubin's stream uses)."""
+    import requests
+
+    try:
+        response = requests.get(f"{url.rstrip('/')}/schemas/ids/{schema_id}", timeout=10)
+    except requests.RequestException as exc:
+        raise BadAlert(f"Confluent wire format with schema id {schema_id}: schema registry unreachable: {exc}")
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise BadAlert(f"Confluent wire format with schema id {schema_id}: schema registry said {response.status_code}")
+    return json.loads(response.json()["schema"])
+
+
+def _wire_schema(schema_id, schemas):
+    """Parsed writer schema of registry id ``schema_id`` from ``schemas``: a folder of .avsc files or
+    the URL of a schema registry (LSST_SCHEMAS); cached per process."""
+    key = (schema_id, str(schemas))
     if key not in _WIRE_SCHEMAS:
-        major, minor = divmod(schema_id, 100)
-        candidates = []
-        if schema_dir:
-            root = Path(schema_dir)
-            name = f"lsst.v{major}_{minor}.alert.avsc"
-            candidates = [root / f"{major}.{minor}" / name, root / str(major) / str(minor) / name, root / name]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
+        source = str(schemas or "")
+        if source.startswith(("http://", "https://")):
+            schema = _schema_from_registry(schema_id, source)
+        else:
+            schema = _schema_from_folder(schema_id, source) if source else None
+        if schema is None:
             raise BadAlert(
-                f"Confluent wire format with schema id {schema_id} (Rubin v{major}.{minor}): no schema for it"
-                f" in LSST_SCHEMA_DIR ({schema_dir or 'unset'})"
+                f"Confluent wire format with schema id {schema_id} (Rubin v{wire_schema_version(schema_id)}): "
+                f"no schema for it in LSST_SCHEMAS ({source or 'unset'})"
             )
-        _WIRE_SCHEMAS[key] = fastavro.parse_schema(fastavro.schema.load_schema(str(path)))
+        _WIRE_SCHEMAS[key] = fastavro.parse_schema(schema)
     return _WIRE_SCHEMAS[key]
 
 
-def decode_wire(data: bytes, schema_dir=None):
+def decode_wire(data: bytes, schemas=None):
     """One Confluent wire-format message (magic 0, 4-byte big-endian schema id, schemaless Avro), as
-    Rubin's alert stream frames it -> ([record], version). The writer schema is read from
-    ``schema_dir`` (the layout of lsst/alert_packet's ``schema/<major>/<minor>/`` or ``<major>.<minor>/``)."""
+    Rubin's alert stream frames it -> ([record], version). The writer schema comes from ``schemas``:
+    a folder laid out like lsst/alert_packet's ``schema/<major>/<minor>/`` (or ``<major>.<minor>/``), or
+    a schema registry's URL."""
     if len(data) < 6 or data[0] != 0:
         raise BadAlert("not Confluent wire format: expected magic byte 0 and a 4-byte schema id")
     schema_id = int.from_bytes(data[1:5], "big")
-    parsed = _wire_schema(schema_id, schema_dir)
+    parsed = _wire_schema(schema_id, schemas)
     buffer = io.BytesIO(data[5:])
     try:
         record = fastavro.schemaless_reader(buffer, parsed, None)

@@ -53,7 +53,7 @@ def _committed(bootstrap, group, topic):
 
 def test_real_packets_from_kafka_are_stored_and_offsets_committed(broker, broker_env, settings):
     schemas = require_shared("schemas", "lsst")
-    settings.LSST_SCHEMA_DIR = str(schemas)
+    settings.LSST_SCHEMAS = str(schemas)
     ztf = _files(require_shared("ztf_alerts_older_schemas"))
     rubin = _wire_packets(require_shared("lsst_alerts", "rubin_v10_0"), schemas)
     topic, group = "ztf_20251101_programid1", f"test-{uuid.uuid4().hex[:6]}"

@@ -4,6 +4,7 @@ import io
 import math
 
 import fastavro
+import fastavro.schema
 import pytest
 
 from pipeline.surveys import dispatch, lsst
@@ -135,13 +136,13 @@ def test_confluent_wire_format_round_trip():
     record = _real_v10()
     data = lsst.encode_wire(record, schemas / "10.0" / "lsst.v10_0.alert.avsc", 1000)
     assert data[:5] == b"\x00\x00\x00\x03\xe8"
-    records, version = dispatch.decode_packet(data, lsst_schema_dir=schemas)
+    records, version = dispatch.decode_packet(data, lsst_schemas=schemas)
     assert version == "10.0"
     assert records[0]["diaSource"] == record["diaSource"]
     with pytest.raises(BadAlert, match="no schema for it"):
-        dispatch.decode_packet(data, lsst_schema_dir=None)
+        dispatch.decode_packet(data, lsst_schemas=None)
     with pytest.raises(BadAlert, match="corrupt"):
-        dispatch.decode_packet(data[:-40], lsst_schema_dir=schemas)
+        dispatch.decode_packet(data[:-40], lsst_schemas=schemas)
 
 
 def test_ztf_packets_still_reach_the_ztf_adapter():
@@ -171,3 +172,39 @@ def test_rubin_g_and_r_fill_the_feature_bands_and_other_rubin_bands_are_left_out
     assert list(zip(out["oid"], out["fid"], out["mjd"])) == [("Z", 1, 1.0), ("Z", 2, 2.0), ("L", 1, 3.0), ("L", 2, 4.0)]
     ztf_only = rows.iloc[:2]
     assert feature_bands(ztf_only) is ztf_only
+
+
+def test_wire_format_schema_from_a_schema_registry():
+    """A local stand-in of the Confluent schema-registry API (GET /schemas/ids/<id>) over real HTTP."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    schemas = require_shared("schemas", "lsst")
+    path = schemas / "10.0" / "lsst.v10_0.alert.avsc"
+    body = json.dumps({"schema": json.dumps(fastavro.schema.load_schema(str(path), _write_hint=False))}).encode()
+    asked = []
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            found = self.path == "/schemas/ids/1000"
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            self.wfile.write(body if found else b'{"error_code": 40403}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        record = _real_v10()
+        records, version = dispatch.decode_packet(lsst.encode_wire(record, path, 1000), lsst_schemas=url)
+        assert version == "10.0" and records[0]["diaSource"] == record["diaSource"]
+        with pytest.raises(BadAlert, match="schema id 1101"):
+            dispatch.decode_packet(b"\x00\x00\x00\x04\x4d" + b"\x00" * 20, lsst_schemas=url)
+        assert asked == ["/schemas/ids/1000", "/schemas/ids/1101"]
+    finally:
+        server.shutdown()
