@@ -7,10 +7,13 @@ survey="lsst")``, ``query_objects``, ``query_detections``, ``query_non_detection
 the survey (``survey`` or ``survey_id``); light-curve rows carry ``band`` (our fid) and ``band_map``
 (fid -> band name), which the client turns into ``band_name``.
 """
+import gzip
 import math
+import struct
+import zlib
 
 from django.db.models import Q
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import path
 from django.views.decorators.http import require_GET
 
@@ -215,7 +218,80 @@ def probabilities(request):
                           "probability": p.probability, "ranking": p.ranking} for p in rows], safe=False)
 
 
-# Mounted at multisurvey/ (broker_site/urls.py); paths as in alerce's default_config.json ROUTES_MS.
+STAMP_TYPES = {"cutoutScience": "science", "cutoutTemplate": "template", "cutoutDifference": "difference"}
+
+
+def _stored_alert(request):
+    """(RawAlert, raw bytes) of ``measurement_id`` (the alert's candid), or None."""
+    from .backends import archive
+    from .models import RawAlert
+    from .storage import ArchiveMissing
+
+    try:
+        raw = RawAlert.objects.get(candid=int(request.GET.get("measurement_id") or request.GET.get("candid")))
+        return raw, archive().load(raw.archive_key)
+    except (TypeError, ValueError):
+        raise BadRequest("measurement_id (an integer) is required") from None
+    except (RawAlert.DoesNotExist, ArchiveMissing):
+        return None
+
+
+@_api
+def get_avro(request):
+    """The alert packet exactly as received."""
+    found = _stored_alert(request)
+    if found is None:
+        return _error(404, "no stored alert with that measurement_id")
+    response = HttpResponse(found[1], content_type="avro/binary")
+    response["Content-Disposition"] = f'attachment; filename="{found[0].candid}.avro"'
+    return response
+
+
+@_api
+def stamp(request):
+    """One cutout of a stored alert: gzipped FITS (``file_format=fits``, what the client reads) or PNG."""
+    from django.conf import settings
+
+    from .surveys.dispatch import decode_packet, parse_record
+
+    kind = STAMP_TYPES.get(request.GET.get("stamp_type", ""))
+    if kind is None:
+        raise BadRequest(f"stamp_type must be one of {sorted(STAMP_TYPES)}")
+    found = _stored_alert(request)
+    if found is None:
+        return _error(404, "no stored alert with that measurement_id")
+    records, version = decode_packet(found[1], settings.LSST_SCHEMAS)
+    alert = next((a for a in (parse_record(r, version) for r in records) if a.candid == found[0].candid), None)
+    data = alert and alert.cutouts.get(kind)
+    if not data:
+        return _error(404, f"the alert carries no {request.GET['stamp_type']}")
+    if request.GET.get("file_format", "fits") == "png":
+        from .surveys.ztf import cutout_image
+
+        return HttpResponse(_png(cutout_image(data)), content_type="image/png")
+    data = bytes(data)
+    return HttpResponse(data if data[:2] == b"\x1f\x8b" else gzip.compress(data), content_type="application/fits")
+
+
+def _png(image):
+    """An 8-bit greyscale PNG of ``image`` (1st-99th percentile stretch; NaN black)."""
+    import numpy as np
+
+    finite = np.isfinite(image)
+    lo, hi = np.percentile(image[finite], [1, 99]) if finite.any() else (0.0, 1.0)
+    scaled = np.clip((np.where(finite, image, lo) - lo) / ((hi - lo) or 1.0), 0, 1)
+    pixels = (scaled[::-1] * 255).astype(np.uint8)  # FITS rows go up, PNG rows down
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+# Mounted at multisurvey/ (broker_site/urls.py); paths as in alerce's default_config.json ROUTES_MS
+# (URL_MS = <site>/multisurvey/) and its stamps AVRO_ROUTES (STAMP_URL = <site>/multisurvey/stamps_api).
 urlpatterns = [
     path("object_api/list_objects", list_objects, name="ms-objects"),
     path("object_api/object", single_object, name="ms-object"),
@@ -224,4 +300,6 @@ urlpatterns = [
     path("lightcurve_api/forced-photometry", forced_photometry, name="ms-forced-photometry"),
     path("lightcurve_api/lightcurve", lightcurve, name="ms-lightcurve"),
     path("probability_api/probability", probabilities, name="ms-probabilities"),
+    path("stamps_api/stamp", stamp, name="ms-stamp"),
+    path("stamps_api/get_avro", get_avro, name="ms-get-avro"),
 ]

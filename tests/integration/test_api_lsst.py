@@ -1,4 +1,5 @@
 """The public alerce client (2.3.x, its multisurvey routes) reading our Rubin objects over real HTTP."""
+import io
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,7 @@ def alerce(live_server, tmp_path, monkeypatch):
     assert set(config["multisurvey"]["ROUTES_MS"]) >= {"objects", "single_object", "detections", "lightcurve",
                                                        "non_detections", "forced_photometry", "probabilities"}
     config["multisurvey"]["URL_MS"] = f"{live_server.url}/multisurvey/"
+    config["stamps"]["STAMP_URL"] = f"{live_server.url}/multisurvey/stamps_api"
     path = tmp_path / "alerce_config.json"
     path.write_text(json.dumps(config))
     monkeypatch.setenv("ALERCE_CONFIG_PATH", str(path))
@@ -86,3 +88,28 @@ def test_unknown_object_and_survey_are_refused(alerce, rubin_objects, client):
     with pytest.raises(APIError):
         alerce.query_object(1, survey="lsst", format="json")
     assert client.get("/multisurvey/object_api/object", {"survey_id": "atlas", "oid": "1"}).status_code == 400
+
+
+def test_alerce_client_gets_rubin_stamps_and_packets(alerce, rubin_objects, client):
+    import fastavro
+    import numpy as np
+
+    from alerce.ms_stamps import AlerceStampsMultisurvey
+    from pipeline.models import RawAlert
+
+    raw = RawAlert.objects.filter(schemavsn="10.0").order_by("candid").first()
+    stamps = AlerceStampsMultisurvey()
+    images = stamps.multisurvey_get_stamps("lsst", int(raw.oid), out_format="numpy")
+    packet = require_shared("lsst_alerts", "rubin_v10_0", f"{raw.candid}.avro").read_bytes()
+    record = next(fastavro.reader(io.BytesIO(packet)))
+    from pipeline.surveys.ztf import cutout_image
+
+    for image, name in zip(images, ("cutoutScience", "cutoutTemplate", "cutoutDifference")):
+        expected = cutout_image(record[name])
+        assert image.shape == expected.shape and np.array_equal(image, expected, equal_nan=True)
+    assert stamps.multisurvey_get_avro("lsst", int(raw.oid)) == packet
+    png = client.get("/multisurvey/stamps_api/stamp", {"measurement_id": raw.candid, "stamp_type": "cutoutScience",
+                                                        "file_format": "png", "survey_id": "lsst"})
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow (an alerce dependency) is not installed")
+    assert image_module.open(io.BytesIO(png.content)).size == images[0].shape[::-1]
