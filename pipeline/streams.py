@@ -19,7 +19,6 @@ Backends are chosen by OUTPUT_STREAM_URL's scheme and share ``send(messages) -> 
 import datetime as dt
 import io
 import json
-import logging
 import math
 import os
 import signal
@@ -30,8 +29,6 @@ from urllib.parse import parse_qs, urlparse
 import fastavro
 import fastavro.schema
 from django.conf import settings
-
-log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "output_alert.avsc"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())

@@ -39,7 +39,7 @@ from pipeline.surveys.base import BadAlert, ParsedAlert
 
 __all__ = [
     "BAND_FID", "FID_BAND", "KNOWN_SCHEMA_VERSIONS", "ZERO_POINT_NJY", "container_version", "decode_wire",
-    "flux_to_mag", "is_lsst_record", "parse_record", "schema_version_of_record",
+    "encode_wire", "flux_to_mag", "is_lsst_record", "parse_record", "schema_version_of_record",
 ]
 
 #: AB zero point of a flux in nJy: 2.5 log10(3631 Jy / 1 nJy) = 31.4000...
