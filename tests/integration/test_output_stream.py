@@ -117,3 +117,26 @@ def test_probabilities_and_outliers_are_in_the_message(broker_env, redis_stream)
     assert message["outlier"] == {"version": "o2", "branch": "Transient", "score": 0.99, "is_outlier": True}
     assert message["models"]["lc_top"] == "t1" and message["models"]["outliers"] == "o2"
     assert "SN 0.60" in streams.describe(message) and "OUTLIER" in streams.describe(message)
+
+
+def test_stream_length_is_bounded(settings):
+    import datetime as dt
+
+    import redis
+
+    url = f"{require_redis()}/{REDIS_DB}?stream=test-bound-{uuid.uuid4().hex[:8]}&maxlen=50"
+    stream = streams.RedisStream(url)
+    detection = {"mjd": 1.0, "fid": 11, "ra": 1.0, "dec": 1.0, "isdiffpos": 1, "has_stamp": False}
+    messages = [{"oid": f"o{i}", "candid": i, "survey": "lsst", "batch_id": "b", "published_ms": dt.datetime.now(),
+                 "detection": detection, "magstats": [], "probabilities": [], "outlier": None, "models": {}}
+                for i in range(1, 401)]
+    try:
+        assert len(stream.send(messages)) == 400
+        # XADD MAXLEN ~ trims whole nodes of up to 100 entries: about maxlen entries stay
+        assert 50 <= stream.client.xlen(stream.stream) <= 150
+        newest = [m["candid"] for _, m in stream.read(from_start=True, block_ms=0)]
+        assert newest[-1] == 400 and newest == sorted(newest)
+    finally:
+        client = redis.Redis.from_url(f"{require_redis()}/{REDIS_DB}")
+        for key in client.scan_iter(f"{stream.stream}*"):
+            client.delete(key)
