@@ -130,6 +130,11 @@ XMATCH_RADIUS_ARCSEC = float(os.environ.get("XMATCH_RADIUS_ARCSEC", "2.0"))
 XMATCH_CDS_TIMEOUT = float(os.environ.get("XMATCH_CDS_TIMEOUT", "60"))
 XMATCH_CDS_URL = os.environ.get("XMATCH_CDS_URL", "")  # empty: astroquery's default CDS endpoint
 XMATCH_RETRY_MINUTES = float(os.environ.get("XMATCH_RETRY_MINUTES", "15"))
+# Rubin/LSST wire-format packets: a folder of the alert schemas (lsst/alert_packet layout) or a schema registry URL.
+LSST_SCHEMAS = os.environ.get("LSST_SCHEMAS", "")
+# Output stream: redis://HOST:PORT/DB?stream=NAME&maxlen=N (default) or kafka://HOST:PORT/TOPIC; empty: off.
+OUTPUT_STREAM_URL = os.environ.get("OUTPUT_STREAM_URL", "redis://127.0.0.1:6379/0?stream=broker:alerts&maxlen=100000")
+OUTPUT_STREAM_DEDUP_DAYS = float(os.environ.get("OUTPUT_STREAM_DEDUP_DAYS", "30"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
 }

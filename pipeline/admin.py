@@ -84,10 +84,10 @@ class ObjectAdmin(ReadOnlyPipelineAdmin):
 
 @admin.register(models.Detection)
 class DetectionAdmin(ReadOnlyPipelineAdmin):
-    list_display = ("candid", "oid", "mjd", "fid", "magpsf", "sigmapsf", "magpsf_corr", "isdiffpos",
-                    "corrected", "dubious", "rb", "has_stamp")
+    list_display = ("candid", "oid", "survey", "mjd", "fid", "magpsf", "sigmapsf", "magpsf_corr", "psf_flux",
+                    "isdiffpos", "corrected", "dubious", "rb", "has_stamp")
     search_fields = ("=candid", "=oid__oid")
-    list_filter = ("fid", MjdAgeFilter, "corrected", "dubious", "has_stamp", "isdiffpos")
+    list_filter = ("survey", "fid", MjdAgeFilter, "corrected", "dubious", "has_stamp", "isdiffpos")
     raw_id_fields = ("oid",)
 
 
@@ -101,9 +101,10 @@ class NonDetectionAdmin(ReadOnlyPipelineAdmin):
 
 @admin.register(models.ForcedPhotometry)
 class ForcedPhotometryAdmin(ReadOnlyPipelineAdmin):
-    list_display = ("oid", "fid", "mjd", "forcediffimflux", "forcediffimfluxunc", "magzpsci", "diffmaglim", "procstatus")
+    list_display = ("oid", "survey", "fid", "mjd", "forcediffimflux", "forcediffimfluxunc", "magzpsci", "diffmaglim",
+                    "procstatus")
     search_fields = ("=oid__oid", "=pid")
-    list_filter = ("fid", MjdAgeFilter, "procstatus")
+    list_filter = ("survey", "fid", MjdAgeFilter, "procstatus")
     raw_id_fields = ("oid",)
 
 
@@ -205,3 +206,10 @@ class OutlierScoreAdmin(ReadOnlyPipelineAdmin):
     search_fields = ("=oid__oid",)
     list_filter = ("branch", "is_outlier", "version")
     raw_id_fields = ("oid",)
+
+
+@admin.register(models.PublishedAlert)
+class PublishedAlertAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("candid", "oid", "stream", "batch_id", "published")
+    search_fields = ("=candid", "=oid", "=batch_id")
+    list_filter = ("stream", "published")

@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -36,7 +37,8 @@ from .models import (
 from .sources import Missing, Packet, Skipped, SourceProblem
 from .storage import QUARANTINE_PREFIX_BYTES, alert_key, quarantine_key
 from .surveys.base import BadAlert
-from .surveys.ztf import MJD_OFFSET, _night_ok, decode_container, is_simulated_oid, parse_record
+from .surveys.dispatch import decode_packet, parse_record
+from .surveys.ztf import MJD_OFFSET, _night_ok, is_simulated_oid
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +187,13 @@ def parse_packets(items):
         if not isinstance(item, Packet):
             continue
         try:
-            records = decode_container(item.data)
+            records, version = decode_packet(item.data, settings.LSST_SCHEMAS)
         except BadAlert as exc:
             rejected.append(_Rejected(item.source, exc.reason, item.data))
             continue
         for record in records:
             try:
-                alerts.append((item, parse_record(record)))
+                alerts.append((item, parse_record(record, version)))
             except BadAlert as exc:
                 rejected.append(_Rejected(item.source, exc.reason, item.data, exc.oid or "", exc.candid))
     return alerts, rejected
@@ -416,8 +418,8 @@ def _write_objects(objects, now):
         row = {name: fields_.get(name) for name in OBJECT_HISTORY_FIELDS}
         row.update(
             oid=oid,
-            survey="ztf",
-            simulated=is_simulated_oid(oid),
+            survey=fields_.get("survey", "ztf"),
+            simulated=fields_.get("simulated") or is_simulated_oid(oid),
             meanra=fields_["ra"],
             meandec=fields_["dec"],
             ndet=0,
@@ -483,6 +485,21 @@ def quarantine(rejected, archive, batch_id, now):
     return {(row["sha256"], "ingest") for row in rows}
 
 
+def _same_keys(model, rows):
+    """Rows of one batch with one set of keys: a survey's extra columns get the model default (or None)
+    in the other survey's rows, so a mixed ZTF + Rubin batch loses no column."""
+    rows = list(rows)
+    keys = dict.fromkeys(rows[0]) if rows else {}
+    for row in rows:
+        if len(row) != len(keys) or any(k not in keys for k in row):
+            keys.update(dict.fromkeys(row))
+    if not rows or all(len(row) == len(keys) for row in rows):
+        return rows
+    defaults = {name: model._meta.get_field(name).get_default() for name in keys}
+    return [row if len(row) == len(keys) else {**defaults, **row} for row in rows]
+
+
+
 def record_timing(batch_id, step, started, n):
     StepTiming.objects.update_or_create(
         batch_id=batch_id,
@@ -546,12 +563,13 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
         with transaction.atomic():
             new_oids = _write_objects(objects, now)
             summary.new_objects = len(new_oids)
-            summary.detections = len(db.insert_ignore(Detection, inserts))
+            summary.detections = len(db.insert_ignore(Detection, _same_keys(Detection, inserts)))
             if replaces:
+                replaces = _same_keys(Detection, replaces)
                 db.upsert(Detection, replaces, unique_fields=["candid"],
                           update_fields=[name for name in replaces[0] if name != "candid"])
             summary.non_detections = len(db.insert_ignore(NonDetection, list(non_detections.values())))
-            summary.forced_photometry = len(db.insert_ignore(ForcedPhotometry, list(forced.values())))
+            summary.forced_photometry = len(db.insert_ignore(ForcedPhotometry, _same_keys(ForcedPhotometry, forced.values())))
             for model, rows in ((Ps1, ps1), (Gaia, gaia), (SolarSystem, ss)):
                 rows = list(rows.values())
                 if rows:

@@ -61,6 +61,27 @@ def object_positions(oids):
     )
 
 
+def of_survey(oids, survey):
+    """The objects of ``oids`` that come from ``survey`` ("ztf" or "lsst"): survey-only steps
+    (correction, the ZTF classifiers) call this first and leave the others alone."""
+    return list(Object.objects.filter(oid__in=list(oids), survey=survey).values_list("oid", flat=True))
+
+
+#: Rubin's g and r (fid 11, 12) fill the two bands of ALeRCE's features (suffixes _1, _2); Rubin's
+#: u, i, z, y have no feature slot. ZTF's i (3) is not a feature band either.
+LSST_FEATURE_BANDS = {11: 1, 12: 2}
+
+
+def feature_bands(rows: pd.DataFrame) -> pd.DataFrame:
+    """Detections or non-detections with Rubin g/r renumbered to the feature bands 1/2 and the other
+    Rubin bands left out (the feature step reads fids 1 and 2 only)."""
+    if rows.empty or not (rows["fid"] >= 10).any():
+        return rows
+    rows = rows[(rows["fid"] < 10) | rows["fid"].isin(list(LSST_FEATURE_BANDS))].copy()
+    rows["fid"] = rows["fid"].replace(LSST_FEATURE_BANDS)
+    return rows.reset_index(drop=True)
+
+
 def changed_rows(old: pd.DataFrame, new: pd.DataFrame, columns) -> np.ndarray:
     """Rows (same index) where any of ``columns`` differs; missing equals missing."""
     changed = np.zeros(len(new), dtype=bool)

@@ -50,7 +50,7 @@ def step_task(step, **options):
 
 @step_task("correct")
 def correct(oids):
-    stored = loaders.detections(oids, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS)
+    stored = loaders.detections(loaders.of_survey(oids, "ztf"), loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS)
     if stored.empty:
         return 0
     corrected, objects = correction.correct_objects(stored[loaders.DETECTION_FIELDS])
@@ -116,8 +116,8 @@ def features(oids):
         return 0
     todo = list(objects["oid"])
     result = compute_features(
-        loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS),
-        loaders.non_detections(todo),
+        loaders.feature_bands(loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS)),
+        loaders.feature_bands(loaders.non_detections(todo)),
         objects,
         loaders.allwise_photometry(todo),
     )
@@ -125,6 +125,22 @@ def features(oids):
     db.upsert(Feature, rows, unique_fields=["oid", "name", "version"], update_fields=["fid", "value", "missing_reason"])
     loaders.record_feature_state(result, objects)
     return len(result.values)
+
+
+@shared_task(name="pipeline.tasks.publish", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
+def publish(batch_id, oids):
+    """Send the objects' alerts not yet on the output stream (one message each; see streams.py).
+    An unreachable stream leaves them pending: the object's next batch or ``reprocess`` sends them."""
+    from . import streams
+
+    started = timezone.now()
+    try:
+        n = streams.publish(list(oids), batch_id)
+    except streams.StreamUnavailable as exc:
+        log.warning("output stream unreachable, alerts of %d objects left pending: %s", len(oids), exc)
+        n = 0
+    record_timing(batch_id, "publish", started, n)
+    return {"batch_id": batch_id, "step": "publish", "n": n}
 
 
 @shared_task(name="pipeline.tasks.retry_pending_xmatch")

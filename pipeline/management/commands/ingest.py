@@ -6,10 +6,11 @@ from pipeline.sources import Limits
 
 
 class Command(BaseCommand):
-    help = "Ingest ZTF Avro alerts (files, folders, nightly .tar.gz archives) and run each batch's pipeline."
+    help = ("Ingest Avro alerts (ZTF or Rubin; files, folders, nightly .tar.gz archives, or a live Kafka stream "
+            "with --kafka) and run each batch's pipeline.")
 
     def add_arguments(self, parser):
-        parser.add_argument("paths", nargs="+")
+        parser.add_argument("paths", nargs="*")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--no-pipeline", action="store_true", help="Store the alerts only; run no later step")
         parser.add_argument("--no-wait", action="store_true", help="With workers: do not wait for the steps to finish")
@@ -18,8 +19,25 @@ class Command(BaseCommand):
                             help="Largest file or archive member read as a packet (larger: quarantined, a prefix kept)")
         parser.add_argument("--max-night-bytes", type=int, default=Limits.max_night_bytes,
                             help="Most bytes one archive may expand to; reading stops there, and says so")
+        parser.add_argument("--kafka", metavar="HOST:PORT", help="Consume a Kafka stream instead of files")
+        parser.add_argument("--topic", action="append", help="Kafka topic (repeatable), e.g. ztf_20251101_programid1")
+        parser.add_argument("--group", help="Kafka consumer group: offsets are committed per group")
+        parser.add_argument("--stop-when-idle", type=float, default=None, metavar="SECONDS",
+                            help="Kafka: stop after this long without a message (default: run until SIGTERM)")
 
     def handle(self, *args, **opts):
+        if opts["kafka"]:
+            if not (opts["topic"] and opts["group"]) or opts["paths"]:
+                raise CommandError("--kafka needs --topic and --group, and no paths")
+            from pipeline.kafka_ingest import KafkaIngest
+
+            summary = KafkaIngest(opts["kafka"], opts["topic"], opts["group"], batch_size=opts["batch_size"],
+                                  pipeline=not opts["no_pipeline"], progress=not opts["no_progress"],
+                                  stop_when_idle=opts["stop_when_idle"]).run()
+            self.stdout.write(summary.report())
+            return
+        if not opts["paths"]:
+            raise CommandError("give files, folders or archives to ingest, or --kafka HOST:PORT")
         summary = ingest_paths(
             opts["paths"],
             batch_size=opts["batch_size"],
