@@ -71,7 +71,7 @@ def index(request):
         Feature.objects.exclude(missing_reason="").values("missing_reason").annotate(n=Count("id")).order_by("-n")
     )
     surveys = Object.objects.values("survey").annotate(n=Count("oid")).order_by("survey")
-    context = {"counts": counts, "steps": steps, "latest": latest, "missing": missing, "surveys": surveys}
+    context = {"counts": counts, "latest": latest, "missing": missing, "surveys": surveys}
     return render(request, "pipeline/index.html", context)
 
 
