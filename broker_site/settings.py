@@ -130,3 +130,6 @@ XMATCH_RETRY_MINUTES = float(os.environ.get("XMATCH_RETRY_MINUTES", "15"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
 }
+
+# --- Light-curve classifier (issue 14): the trained artefact (forests + outlier forests)
+LC_CLASSIFIER_MODEL = os.environ.get("LC_CLASSIFIER_MODEL", str(BASE_DIR / "models" / "lc_classifier" / "model.joblib"))
