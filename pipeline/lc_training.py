@@ -53,6 +53,7 @@ class Dataset:
 def _bts(folder, labels=None):
     det = pd.read_csv(folder / "lightcurves.csv")
     det = det.rename(columns={"mag": "magpsf", "magerr": "sigmapsf"}).drop(columns=["band"])
+    det["isdiffpos"] = "t"  # BTS photometry of a brightening transient: positive differences
     if labels is None:
         labels = pd.DataFrame({"oid": pd.unique(det["oid"]), "class": "SNIa"})
     return det, labels[["oid", "class"]]
@@ -79,25 +80,29 @@ def load_real(data_dir: Path) -> Dataset:
     labels = pd.read_csv(slsn / "labels.csv")
     ebv = labels.set_index("oid")["ebv_mw"]
     det = pd.read_csv(slsn / "lightcurves.csv").rename(columns={"mag": "magpsf", "magerr": "sigmapsf"})
-    det = det.drop(columns=["band"])
+    det = det.drop(columns=["band"]).assign(isdiffpos="t")
     nd = pd.read_csv(slsn / "nondetections.csv")
     for frame, column in ((det, "magpsf"), (nd, "diffmaglim")):  # undo the catalogue's dereddening
         frame[column] = frame[column] + frame["oid"].map(ebv).fillna(0) * frame["fid"].map(SLSN_EXTINCTION)
     dets.append(det)
-    nds.append(nd)
     objs.append(labels[["oid", "class"]].assign(label_source="real: Type I SLSNe (slsn_ztf)", test_only=False))
+    nds.append((nd, objs[-1]))
 
     sne = labeled / "alerce_sne30"
     det = lc_files.normalise_detections(pd.read_csv(sne / "detections.csv", low_memory=False))
     det = det.drop(columns=["magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext", "corrected"])
     dets.append(det[["oid", "mjd", "fid", "magpsf", "sigmapsf", "isdiffpos", "rb"]])
-    nds.append(lc_files.normalise_non_detections(pd.read_csv(sne / "non_detections.csv", low_memory=False)))
     labels = pd.read_csv(sne / "labels.csv").rename(columns={"objectId": "oid", "classALeRCE": "class"})
     objs.append(labels.assign(label_source="real: ALeRCE labeled SNe (alerce_sne30)", test_only=True))
+    nds.append((lc_files.normalise_non_detections(pd.read_csv(sne / "non_detections.csv", low_memory=False)),
+                objs[-1]))
 
     per = labeled / "alerce_periodic25"
     det = pd.read_csv(per / "detections.csv")
     det["sigmapsf_corr_ext"] = det["sigmapsf_corr"]
+    # no isdiffpos in this set: brighter than the band's median (the reference) counts as positive
+    median = det.groupby(["oid", "fid"])["magpsf_corr"].transform("median")
+    det["isdiffpos"] = np.where(det["magpsf_corr"] <= median, "t", "f")
     dets.append(det)
     labels = pd.read_csv(per / "labels.csv").rename(columns={"classALeRCE": "class"})
     labels["class"] = labels["class"].map(PERIODIC25_CLASSES)
@@ -114,14 +119,17 @@ def load_real(data_dir: Path) -> Dataset:
     if overlap.any():
         notes.append(f"{int(overlap.sum())} BTS/SLSN objects also in ALeRCE's labeled sets left out of training")
     objects = objects[~overlap].drop_duplicates("oid")
-    detections = pd.concat(dets, ignore_index=True)
-    detections = detections[detections["oid"].isin(objects["oid"])]
+    # each source's detections for its own objects only (an oid can be in two sources)
+    def own(frame, source):
+        return frame[frame["oid"].isin(source.loc[~source["oid"].isin(test_oids) | source["test_only"], "oid"])]
+
+    detections = pd.concat([own(d, o) for d, o in zip(dets, objs)], ignore_index=True)
     flags = lc_files.object_flags(detections).set_index("oid")
     objects = objects.assign(corrected=objects["oid"].map(flags["corrected"]).fillna(False).astype(bool))
     objects["stellar"] = objects["corrected"]
     detections = lc_files.normalise_detections(detections)
-    non_detections = pd.concat(nds, ignore_index=True)
-    return Dataset(detections, non_detections[non_detections["oid"].isin(objects["oid"])], objects, notes)
+    non_detections = pd.concat([own(n, o) for n, o in nds], ignore_index=True)
+    return Dataset(detections, non_detections, objects, notes)
 
 
 def load_simulated(config: TrainingConfig) -> Dataset:
@@ -300,7 +308,7 @@ def _counts(objects, train_objects, held_objects, below):
 def _md(frame: pd.DataFrame, floatfmt="{:.2f}") -> str:
     header = "| " + " | ".join([frame.index.name or ""] + [str(c) for c in frame.columns]) + " |"
     lines = [header, "|" + "---|" * (len(frame.columns) + 1)]
-    for idx, row in frame.iterrows():
+    for idx, *row in frame.itertuples(name=None):
         idx = " / ".join(idx) if isinstance(idx, tuple) else idx
         cells = [floatfmt.format(v) if isinstance(v, float) else str(v) for v in row]
         lines.append(f"| {idx} | " + " | ".join(cells) + " |")
