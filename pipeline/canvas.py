@@ -1,6 +1,6 @@
 """The step graph of one batch; the only place that knows the order of the steps.
 
-    ingest ─> group(xmatch, correct) ─> magstats ─> features
+    ingest ─> group(xmatch, correct) ─> magstats ─> features ─> lc_classify ─> outliers
 
 Tasks get immutable signatures ``(batch_id, oids)``: small messages; the data stay in the database.
 Without a broker the same canvas runs eagerly in-process.
@@ -17,6 +17,8 @@ def build(batch_id, oids):
         group(tasks.xmatch.si(batch_id, oids), tasks.correct.si(batch_id, oids)),
         tasks.magstats.si(batch_id, oids),
         tasks.features.si(batch_id, oids),
+        tasks.lc_classify.si(batch_id, oids),
+        tasks.outliers.si(batch_id, oids),
     )
 
 

@@ -2,8 +2,8 @@
 
 Used by ``manage.py classify_lightcurves`` and by the training command's scoring of real labeled
 curves. Every detection given is taken as the object's light curve as it is (no correction is
-computed): magnitudes ``magpsf``/``sigmapsf`` (or ``mag``/``magerr``); where ``magpsf_corr`` is given
-for every detection of an object, the object counts as corrected and stellar and its corrected
+computed): magnitudes ``magpsf``/``sigmapsf`` (or ``mag``/``magerr``). With ``use_corrected``, an
+object whose every detection has ``magpsf_corr`` counts as corrected and stellar and that corrected
 light curve is used, as the pipeline does for a variable star.
 """
 from __future__ import annotations
@@ -70,9 +70,10 @@ def normalise_non_detections(frame):
     return nd[["oid", "mjd", "fid", "diffmaglim"]]
 
 
-def object_flags(det: pd.DataFrame) -> pd.DataFrame:
-    """corrected = stellar = True where every detection of the object has a finite magpsf_corr."""
-    if "magpsf_corr" in det:
+def object_flags(det: pd.DataFrame, use_corrected=False) -> pd.DataFrame:
+    """corrected = stellar = False: the light curve as given. With ``use_corrected``, True where every
+    detection of the object has a finite ``magpsf_corr`` (the input's correction; none is computed)."""
+    if use_corrected and "magpsf_corr" in det:
         has_corr = np.isfinite(pd.to_numeric(det["magpsf_corr"], errors="coerce"))
         corrected = has_corr.groupby(det["oid"]).all()
     else:
@@ -114,13 +115,13 @@ def features(det, nd, objects, jobs=1, progress=None) -> pd.DataFrame:
     return pd.concat(results) if results else pd.DataFrame()
 
 
-def classify_lightcurves(model, detections, non_detections=None, jobs=1):
+def classify_lightcurves(model, detections, non_detections=None, jobs=1, use_corrected=False):
     """Features and probabilities of light curves from files -> (rows, {oid: reason left out}).
 
     ``rows``: oid, classifier_name, classifier_version, class_name, probability, ranking.
     """
     det = normalise_detections(detections)
     nd = normalise_non_detections(non_detections)
-    values = features(det, nd, object_flags(det), jobs=jobs)
+    values = features(det, nd, object_flags(det, use_corrected), jobs=jobs)
     rows, _, left_out = lc_classifier.classify(model, values, FEATURE_VERSION)
     return rows, left_out

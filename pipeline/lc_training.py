@@ -124,7 +124,7 @@ def load_real(data_dir: Path) -> Dataset:
         return frame[frame["oid"].isin(source.loc[~source["oid"].isin(test_oids) | source["test_only"], "oid"])]
 
     detections = pd.concat([own(d, o) for d, o in zip(dets, objs)], ignore_index=True)
-    flags = lc_files.object_flags(detections).set_index("oid")
+    flags = lc_files.object_flags(detections, use_corrected=True).set_index("oid")
     objects = objects.assign(corrected=objects["oid"].map(flags["corrected"]).fillna(False).astype(bool))
     objects["stellar"] = objects["corrected"]
     detections = lc_files.normalise_detections(detections)
@@ -215,7 +215,7 @@ def score_files(model, dataset: Dataset, oids, jobs) -> dict:
     """Real labeled curves never trained on, scored as an astronomer would: classify_lightcurves."""
     det = dataset.detections[dataset.detections["oid"].isin(oids)]
     nd = dataset.non_detections[dataset.non_detections["oid"].isin(oids)]
-    rows, left_out = lc_files.classify_lightcurves(model, det, nd, jobs=jobs)
+    rows, left_out = lc_files.classify_lightcurves(model, det, nd, jobs=jobs, use_corrected=True)
     truth = dataset.objects.set_index("oid")["class"]
     best = rows[rows["ranking"] == 1]
     top = best[best["classifier_name"] == "lc_classifier_top"].set_index("oid")["class_name"]

@@ -128,3 +128,24 @@ def record_feature_state(result, objects):
         computed=db.now_param(),
     )
     db.upsert(ObjectFeatureState, state, unique_fields=["oid"], update_fields=["version", "lc_used", "ndet", "computed"])
+
+
+def feature_matrix(oids, version):
+    """Stored features of ``version`` as one wide frame (index oid, one column per feature name);
+    missing values are NaN. One query."""
+    from .models import Feature
+
+    rows = frame(Feature.objects.filter(oid__in=oids, version=version), ["oid", "name", "value"])
+    if rows.empty:
+        return pd.DataFrame(index=pd.Index([], name="oid"))
+    rows["value"] = pd.to_numeric(rows["value"], errors="coerce")
+    return rows.pivot(index="oid", columns="name", values="value")
+
+
+def top_branches(oids, classifier_version):
+    """oid -> the most probable branch of ``lc_classifier_top`` of that model version."""
+    from .models import Probability
+
+    rows = Probability.objects.filter(oid__in=oids, classifier_name="lc_classifier_top",
+                                      classifier_version=classifier_version, ranking=1)
+    return pd.Series(dict(rows.values_list("oid", "class_name")), dtype=object)

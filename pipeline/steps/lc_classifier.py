@@ -153,8 +153,8 @@ def probability_rows(probabilities: dict, version) -> pd.DataFrame:
     level; ranking 1 is the most probable class of each classifier (ties: taxonomy order)."""
     parts = []
     for level, name in CLASSIFIER_NAMES.items():
-        table = probabilities[level]
-        if table.empty:
+        table = probabilities.get(level)
+        if table is None or table.empty:
             continue
         values = table.to_numpy(dtype=float)
         order = np.argsort(-values, axis=1, kind="stable")
