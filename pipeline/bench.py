@@ -128,7 +128,7 @@ def bench_steps(oids_by_batch):
 
     timings = {}
     for batch_id, oids in oids_by_batch:
-        for name in ("correct", "xmatch", "magstats", "features"):
+        for name in ("correct", "xmatch", "magstats", "features", "lc_classify", "outliers"):
             task = getattr(tasks, name)
             t0 = time.perf_counter()
             task.run(batch_id, oids)
