@@ -150,3 +150,13 @@ def test_committed_model_classifies_real_alerce_sne_ia_as_transients():
     snia = top[top["oid"].map(labels) == "SNIa"]
     assert len(snia) >= 10
     assert (snia["class_name"] == "Transient").mean() >= 0.8  # the target on real SNe Ia
+
+
+def test_training_is_reproducible_with_a_seed(toy_model):
+    model, features, labels = toy_model
+    again = lcc.HierarchicalClassifier("test-1", model.feature_list, FEATURE_VERSION, n_estimators=10, random_state=0)
+    again.fit(features, labels)
+    pd.testing.assert_frame_equal(again.predict_proba(features)["classes"], model.predict_proba(features)["classes"])
+    other = lcc.HierarchicalClassifier("test-1", model.feature_list, FEATURE_VERSION, n_estimators=10, random_state=1)
+    other.fit(features, labels)
+    assert not np.allclose(other.predict_proba(features)["classes"], model.predict_proba(features)["classes"])
