@@ -135,10 +135,12 @@ def feature_matrix(oids, version):
     missing values are NaN. One query."""
     from .models import Feature
 
-    rows = frame(Feature.objects.filter(oid__in=oids, version=version), ["oid", "name", "value"])
+    rows = pd.DataFrame.from_records(
+        Feature.objects.filter(oid__in=oids, version=version).values_list("oid", "name", "value"),
+        columns=["oid", "name", "value"])
     if rows.empty:
         return pd.DataFrame(index=pd.Index([], name="oid"))
-    rows["value"] = pd.to_numeric(rows["value"], errors="coerce")
+    rows["value"] = rows["value"].astype(float)  # None -> NaN
     return rows.pivot(index="oid", columns="name", values="value")
 
 
