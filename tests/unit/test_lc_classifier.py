@@ -160,3 +160,25 @@ def test_training_is_reproducible_with_a_seed(toy_model):
     other = lcc.HierarchicalClassifier("test-1", model.feature_list, FEATURE_VERSION, n_estimators=10, random_state=1)
     other.fit(features, labels)
     assert not np.allclose(other.predict_proba(features)["classes"], model.predict_proba(features)["classes"])
+
+
+def test_classify_lightcurves_command_writes_rows_above_the_gate_only(tmp_path):
+    from django.core.management import call_command
+    import io
+
+    det, nd, objects = simlc.simulate({"RRL": 2, "QSO": 1}, seed=8)
+    short = objects["oid"].iloc[-1]
+    keep = det[det["oid"] == short].groupby("fid").head(2).index  # 2 detections per band: below the gate
+    det = det[(det["oid"] != short) | det.index.isin(keep)]
+    det[["oid", "mjd", "fid", "magpsf", "sigmapsf", "isdiffpos"]].rename(
+        columns={"magpsf": "mag", "sigmapsf": "magerr"}).to_csv(tmp_path / "det.csv", index=False)
+    nd[["oid", "mjd", "fid", "diffmaglim"]].to_csv(tmp_path / "nd.csv", index=False)
+    out = io.StringIO()
+    call_command("classify_lightcurves", str(tmp_path / "det.csv"), non_detections=str(tmp_path / "nd.csv"),
+                 out=str(tmp_path / "probs.csv"), model=str(MODEL), stdout=out)
+    probs = pd.read_csv(tmp_path / "probs.csv")
+    assert list(probs.columns) == ["oid", "classifier_name", "classifier_version", "class_name", "probability", "ranking"]
+    assert set(probs["oid"]) == set(objects["oid"]) - {short}
+    assert len(probs) == 33 * 2
+    np.testing.assert_allclose(probs.groupby(["oid", "classifier_name"])["probability"].sum(), 1.0)
+    assert f"{short}: fewer than 6 detections in g (2) and in r (2)" in out.getvalue()
