@@ -133,19 +133,29 @@ class HierarchicalClassifier:
     def predict_proba(self, features: pd.DataFrame) -> dict:
         """{'top': oid x branch, 'Transient'|'Stochastic'|'Periodic': oid x class given the branch,
         'classes': oid x the 15 classes = P(branch) * P(class | branch)}."""
-        x = preprocess(features, self.feature_list)
+        x = np.ascontiguousarray(preprocess(features, self.feature_list), dtype=np.float32)
         out = {}
         top = self.models["top"]
-        out["top"] = pd.DataFrame(top.predict_proba(x), index=features.index, columns=top.classes_)[list(BRANCHES)]
+        out["top"] = pd.DataFrame(forest_proba(top, x), index=features.index, columns=top.classes_)[list(BRANCHES)]
         joint = []
         for branch in BRANCHES:
             model = self.models[branch]
-            conditional = pd.DataFrame(model.predict_proba(x), index=features.index, columns=model.classes_)
+            conditional = pd.DataFrame(forest_proba(model, x), index=features.index, columns=model.classes_)
             conditional = conditional.reindex(columns=TAXONOMY[branch], fill_value=0.0)
             out[branch] = conditional
             joint.append(conditional.mul(out["top"][branch], axis=0))
         out["classes"] = pd.concat(joint, axis=1)[list(CLASSES)]
         return out
+
+
+def forest_proba(forest, x32):
+    """``forest.predict_proba`` without its per-tree dispatch: the mean of the trees' leaf class
+    fractions (what scikit-learn averages), on float32 input as scikit-learn casts it. Same numbers,
+    several times faster on small batches."""
+    total = np.zeros((len(x32), len(forest.classes_)))
+    for tree in forest.estimators_:
+        total += tree.tree_.predict(x32).reshape(len(x32), -1)[:, :len(forest.classes_)]
+    return total / len(forest.estimators_)
 
 
 def probability_rows(probabilities: dict, version) -> pd.DataFrame:

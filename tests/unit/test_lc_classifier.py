@@ -182,3 +182,11 @@ def test_classify_lightcurves_command_writes_rows_above_the_gate_only(tmp_path):
     assert len(probs) == 33 * 2
     np.testing.assert_allclose(probs.groupby(["oid", "classifier_name"])["probability"].sum(), 1.0)
     assert f"{short}: fewer than 6 detections in g (2) and in r (2)" in out.getvalue()
+
+
+def test_fast_forest_probabilities_equal_scikit_learns():
+    model, _ = lcc.load(MODEL)
+    x = np.random.default_rng(2).normal(15.0, 5.0, size=(50, len(model.feature_list)))
+    x[::3, :40] = lcc.FILL_VALUE
+    for forest in model.models.values():
+        np.testing.assert_allclose(lcc.forest_proba(forest, x.astype(np.float32)), forest.predict_proba(x), atol=1e-12)
