@@ -26,6 +26,12 @@ def test_eager_canvas_classifies_objects_above_the_gate_only(broker_env):
 
     classified = set(Probability.objects.values_list("oid", flat=True).distinct())
     assert classified == above
+    reasons = loaders.lc_gate_reasons(oids + ["ZTF00nothere"], FEATURE_VERSION)
+    assert {oid for oid, why in reasons.items() if not why} == above
+    below = sorted(set(oids) - above)[0]
+    g, r = (int(features.loc[below, f"n_det_{b}"]) if pd.notna(features.loc[below, f"n_det_{b}"]) else 0 for b in (1, 2))
+    assert reasons[below] == f"fewer than 6 detections in g ({g}) and in r ({r})"
+    assert reasons["ZTF00nothere"] == "no light-curve features yet"
     rows = pd.DataFrame(Probability.objects.values("oid", "classifier_name", "class_name", "probability", "ranking"))
     per = rows.groupby(["oid", "classifier_name"])
     assert per["probability"].sum().sub(1.0).abs().max() < 1e-9
