@@ -129,8 +129,9 @@ def bench_steps(oids_by_batch):
     from . import tasks
 
     timings = {}
+    tasks.lc_model()  # loaded once per worker process, as in a running worker
     for batch_id, oids in oids_by_batch:
-        for name in ("correct", "xmatch", "magstats", "features"):
+        for name in ("correct", "xmatch", "magstats", "features", "lc_classify", "outliers"):
             task = getattr(tasks, name)
             t0 = time.perf_counter()
             task.run(batch_id, oids)

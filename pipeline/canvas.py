@@ -1,6 +1,6 @@
 """The step graph of one batch; the only place that knows the order of the steps.
 
-    ingest ─> group(xmatch, correct) ─> magstats ─> features ─> publish
+    ingest ─> group(xmatch, correct) ─> magstats ─> features ─> lc_classify ─> outliers ─> publish
 
 Tasks get immutable signatures ``(batch_id, oids)``: small messages; the data stay in the database.
 Without a broker the same canvas runs eagerly in-process.
@@ -17,7 +17,9 @@ def build(batch_id, oids):
         group(tasks.xmatch.si(batch_id, oids), tasks.correct.si(batch_id, oids)),
         tasks.magstats.si(batch_id, oids),
         tasks.features.si(batch_id, oids),
-        tasks.publish.si(batch_id, oids),  # last: after the classifiers and outliers once they are in
+        tasks.lc_classify.si(batch_id, oids),
+        tasks.outliers.si(batch_id, oids),
+        tasks.publish.si(batch_id, oids),
     )
 
 

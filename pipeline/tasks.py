@@ -15,8 +15,8 @@ from django.utils import timezone
 from . import db, loaders
 from .backends import xmatch_backend
 from .ingest import new_batch_id, record_timing
-from .models import AllWise, Detection, Feature, MagStats, Xmatch, XmatchPending
-from .steps import correction, magstats as magstats_step
+from .models import AllWise, Detection, Feature, MagStats, OutlierScore, Probability, Xmatch, XmatchPending
+from .steps import correction, lc_classifier, magstats as magstats_step
 from .steps.features import FEATURE_VERSION, compute_features
 from .steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable
 
@@ -141,6 +141,40 @@ def publish(batch_id, oids):
         n = 0
     record_timing(batch_id, "publish", started, n)
     return {"batch_id": batch_id, "step": "publish", "n": n}
+@functools.lru_cache(maxsize=2)
+def lc_model(path=None):
+    """(classifier, outlier forests) of the saved light-curve classifier, loaded once per process."""
+    return lc_classifier.load(path or settings.LC_CLASSIFIER_MODEL)
+
+
+@step_task("lc_classifier")
+def lc_classify(oids):
+    """Light-curve classifier probabilities (every level) of the ZTF objects with stored features that
+    pass the gate; the others get no rows (``lc_classifier.gate_reason`` says why). The forest was
+    trained on ZTF light curves: Rubin objects are left alone."""
+    model, _ = lc_model()
+    values = loaders.feature_matrix(loaders.of_survey(oids, "ztf"), FEATURE_VERSION)
+    if values.empty:
+        return 0
+    rows, _, _ = lc_classifier.classify(model, values, FEATURE_VERSION)
+    if rows.empty:
+        return 0
+    db.upsert(Probability, rows, unique_fields=["oid", "classifier_name", "classifier_version", "class_name"],
+              update_fields=["probability", "ranking"])
+    return len(rows)
+
+
+@step_task("outliers")
+def outliers(oids):
+    """Outlier score of each classified object within its predicted branch."""
+    model, forests = lc_model()
+    branches = loaders.top_branches(oids, model.version)
+    if branches.empty or forests is None:
+        return 0
+    values = loaders.feature_matrix(list(branches.index), FEATURE_VERSION).reindex(branches.index)
+    scores = forests.score(values, branches.to_numpy())
+    db.upsert(OutlierScore, scores, unique_fields=["oid", "version"], update_fields=["branch", "score", "is_outlier"])
+    return len(scores)
 
 
 @shared_task(name="pipeline.tasks.retry_pending_xmatch")

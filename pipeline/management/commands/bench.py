@@ -17,11 +17,12 @@ class Command(BaseCommand):
     help = (
         "Benchmarks. `bench ingest`: alerts/s of bare fastavro decoding (the ceiling), parsing, archiving, and "
         "the full ingest into SQLite and PostgreSQL, plus per-step latency. `bench features`: objects/s of the "
-        "light-curve features, per group."
+        "light-curve features, per group. `bench classify`: objects/s of the light-curve classifier from stored "
+        "features (one core) and its per-alert cost on a replayed real night."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest", "features", "ingest-db"])
+        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "classify"])
         parser.add_argument("--alerts", type=int, default=3000, help="Replayed alerts (ingest)")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--data", nargs="+", default=[str(bench.SHARED_DATA / "ztf_alerts")], help="Folders of real packets")
@@ -34,6 +35,10 @@ class Command(BaseCommand):
     def handle(self, *args, what, **opts):
         if what == "ingest":
             self.bench_ingest(opts)
+        elif what == "classify":
+            from pipeline.management.commands._bench_classify import run_classify_bench
+
+            run_classify_bench(self.stdout, opts, self)
         elif what == "ingest-db":
             self.stdout.write(json.dumps(self.ingest_db(opts["packets"], opts["batch_size"], opts["repeat"])))
         else:
