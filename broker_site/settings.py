@@ -130,3 +130,9 @@ XMATCH_RETRY_MINUTES = float(os.environ.get("XMATCH_RETRY_MINUTES", "15"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
 }
+
+# --- Stamp classifier (gpu queue): the model folder, the batch size of one inference call, and a switch
+# (STAMP_CLASSIFIER=off leaves it out of the canvas, e.g. on hosts without TensorFlow).
+STAMP_CLASSIFIER_DIR = Path(os.environ.get("STAMP_CLASSIFIER_DIR", BASE_DIR / "models" / "stamp_classifier"))
+STAMP_CLASSIFIER_ENABLED = os.environ.get("STAMP_CLASSIFIER", "on").lower() not in ("off", "0", "false", "no")
+STAMP_CLASSIFIER_BATCH = int(os.environ.get("STAMP_CLASSIFIER_BATCH", "256"))
