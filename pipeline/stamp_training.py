@@ -90,7 +90,7 @@ def real_weak_alerts(shared_data, exclude_oids=()):
     return alerts
 
 
-def test_stamps(shared_data):
+def alerce_test_stamps(shared_data):
     """The 36 real labeled stamps of ALeRCE (labeled/alerce_stamps51) as alert dicts."""
     frame = pd.read_parquet(Path(shared_data) / "labeled" / "alerce_stamps51" / "stamps.parquet")
     alerts = []
@@ -166,7 +166,7 @@ def train(shared_data, out_dir, sim_per_class=1000, epochs=8, batch_size=64, see
 
     started = time.time()
     rng = np.random.default_rng(seed)
-    test = test_stamps(shared_data)
+    test = alerce_test_stamps(shared_data)
     test_oids = {a["objectId"] for a in test}
     real = real_weak_alerts(shared_data, exclude_oids=test_oids)
     log_write(f"real weakly labeled alerts: {len(real)} "

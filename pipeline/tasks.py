@@ -126,6 +126,14 @@ def features(oids):
     return len(result.values)
 
 
+@step_task("stamp_classifier")
+def stamp_classify(oids):
+    """ALeRCE's stamp classifier on the first alert of each new object (gpu queue; CPU when no GPU)."""
+    from .stamp_step import classify_new_objects  # TensorFlow loads only where this task runs
+
+    return classify_new_objects(oids)
+
+
 @shared_task(name="pipeline.tasks.retry_pending_xmatch")
 def retry_pending_xmatch(limit=1000):
     """Cross-match the objects queued by earlier failures; what fails again stays queued."""

@@ -286,18 +286,18 @@ def _keras_objects():
     import tensorflow as tf
 
     @keras.saving.register_keras_serializable(package="broker_stamps")
-    class Rot90(keras.layers.Layer):
-        """Rotate (batch, h, w, c) images by k * 90 degrees counter-clockwise."""
-
-        def __init__(self, k=1, **kwargs):
-            super().__init__(**kwargs)
-            self.k = int(k)
+    class RotationStack(keras.layers.Layer):
+        """(n, h, w, c) -> (4n, h, w, c): the batch rotated by 0, 90, 180, 270 degrees, stacked on the batch axis."""
 
         def call(self, images):
-            return tf.image.rot90(images, k=self.k)
+            return tf.concat([tf.image.rot90(images, k=k) for k in range(4)], axis=0)
 
-        def get_config(self):
-            return {**super().get_config(), "k": self.k}
+    @keras.saving.register_keras_serializable(package="broker_stamps")
+    class CyclicAveragePool(keras.layers.Layer):
+        """(4n, f) -> (n, f): the mean over the four rotations of each sample (Dieleman et al. 2016)."""
+
+        def call(self, stacked):
+            return tf.reduce_mean(tf.reshape(stacked, [4, -1, stacked.shape[-1]]), axis=0)
 
     def entropy_regularised_crossentropy(y_true, y_pred, beta=ENTROPY_BETA):
         """Mean cross-entropy minus beta times the mean entropy of the predicted probabilities."""
@@ -306,7 +306,8 @@ def _keras_objects():
         entropy = -tf.reduce_sum(p * tf.math.log(p), axis=-1)
         return tf.reduce_mean(cross_entropy) - beta * tf.reduce_mean(entropy)
 
-    _KERAS_OBJECTS.update(Rot90=Rot90, loss=entropy_regularised_crossentropy)
+    _KERAS_OBJECTS.update(RotationStack=RotationStack, CyclicAveragePool=CyclicAveragePool,
+                          loss=entropy_regularised_crossentropy)
     return _KERAS_OBJECTS
 
 
@@ -316,7 +317,7 @@ def build_network(n_features=len(FEATURE_NAMES), n_classes=len(CLASSES), seed=0)
     from keras import layers
 
     keras.utils.set_random_seed(seed)
-    Rot90 = _keras_objects()["Rot90"]
+    custom = _keras_objects()
     images = keras.Input((CROP_SIZE, CROP_SIZE, 3), name="images")
     features = keras.Input((n_features,), name="features")
 
@@ -337,8 +338,8 @@ def build_network(n_features=len(FEATURE_NAMES), n_classes=len(CLASSES), seed=0)
         ],
         name="shared_trunk",
     )
-    rotated = [images] + [Rot90(k, name=f"rot{90 * k}")(images) for k in (1, 2, 3)]
-    pooled = layers.Average(name="cyclic_avg_pool")([trunk(r) for r in rotated])
+    rotated = custom["RotationStack"](name="rotations")(images)
+    pooled = custom["CyclicAveragePool"](name="cyclic_avg_pool")(trunk(rotated))
     meta = layers.BatchNormalization(name="batchnorm_features")(features)
     x = layers.Concatenate(name="dense_with_features")([pooled, meta])
     for i in (2, 3):

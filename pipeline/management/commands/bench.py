@@ -17,11 +17,12 @@ class Command(BaseCommand):
     help = (
         "Benchmarks. `bench ingest`: alerts/s of bare fastavro decoding (the ceiling), parsing, archiving, and "
         "the full ingest into SQLite and PostgreSQL, plus per-step latency. `bench features`: objects/s of the "
-        "light-curve features, per group."
+        "light-curve features, per group. `bench stamps`: alerts/s of the stamp classifier's "
+        "cutout decoding + preprocessing and inference, per CPU core (--threads) or on a GPU."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest", "features", "ingest-db"])
+        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "stamps"])
         parser.add_argument("--alerts", type=int, default=3000, help="Replayed alerts (ingest)")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--data", nargs="+", default=[str(bench.SHARED_DATA / "ztf_alerts")], help="Folders of real packets")
@@ -30,10 +31,16 @@ class Command(BaseCommand):
         parser.add_argument("--packets", help=("(internal) folder of replayed packets for ingest-db"))
         parser.add_argument("--objects", type=int, default=300, help="Simulated objects (features)")
         parser.add_argument("--repeat", type=int, default=3, help="Runs per stage; the median is printed")
+        parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (stamps)")
+        parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024], help="Inference batches (stamps)")
 
     def handle(self, *args, what, **opts):
         if what == "ingest":
             self.bench_ingest(opts)
+        elif what == "stamps":
+            from pipeline.management.commands._bench_stamps import run_stamp_bench
+
+            run_stamp_bench(self.stdout, opts)
         elif what == "ingest-db":
             self.stdout.write(json.dumps(self.ingest_db(opts["packets"], opts["batch_size"], opts["repeat"])))
         else:
