@@ -93,3 +93,13 @@ def test_first_alerts_classified_bad_cutouts_quarantined_for_this_step_only(nigh
     assert tasks.stamp_classify("again", oids)["n"] == len(night["good_oids"])
     ingest_paths([night["folder"]], batch_size=100, progress=False)
     assert (probs.count(), Quarantine.objects.count()) == before
+
+
+def test_worker_says_where_the_classifier_runs(caplog):
+    stamp_step.classifier.cache_clear()
+    with caplog.at_level("INFO", logger="pipeline.stamp_step"):
+        stamp_step.classifier()
+    if stamps.device_description().startswith("GPU"):
+        assert "runs on GPU" in caplog.text
+    else:
+        assert "no GPU visible to TensorFlow, running on the CPU" in caplog.text

@@ -180,3 +180,16 @@ def test_probability_rows_rank_the_classes():
     assert [r["class_name"] for r in rows] == list(S.CLASSES)
     assert [r["ranking"] for r in rows] == [4, 1, 2, 3, 5]
     assert {r["classifier_name"] for r in rows} == {"stamp_classifier"} and rows[0]["classifier_version"] == "1.0.0"
+
+
+def test_importing_the_pipeline_does_not_load_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import django, os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'broker_site.settings'); django.setup();"
+        "import pipeline.tasks, pipeline.canvas, pipeline.stamp_step, pipeline.steps.stamps, pipeline.simulate_stamps;"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

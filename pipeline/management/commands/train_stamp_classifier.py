@@ -16,8 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=str(settings.STAMP_CLASSIFIER_DIR))
         parser.add_argument("--data", default=str(SHARED_DATA), help="The shared data folder")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--epochs", type=int, default=8)
-        parser.add_argument("--sim-per-class", type=int, default=1000)
+        parser.add_argument("--epochs", type=int, default=12)
+        parser.add_argument("--sim-per-class", type=int, default=1200)
         parser.add_argument("--batch-size", type=int, default=64)
         parser.add_argument("--model-version", default="1.0.0")
 
