@@ -193,3 +193,21 @@ def test_importing_the_pipeline_does_not_load_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_train_command_writes_model_version_and_card(tmp_path):
+    from django.core.management import call_command
+
+    require_shared("labeled", "fink_xmatch_weak", "labels.csv")
+    call_command("train_stamp_classifier", "--out", str(tmp_path), "--sim-per-class", "6", "--epochs", "1",
+                 "--seed", "3", "--model-version", "0.0.1-test", stdout=io.StringIO())
+    meta = json.loads((tmp_path / S.META_FILE).read_text())
+    assert meta["version"] == "0.0.1-test" and meta["seed"] == 3
+    real = {c: sum(meta["data"][c]["real"].values()) for c in S.CLASSES}
+    assert real == {"AGN": 8, "SN": 10, "VS": 36, "asteroid": 62, "bogus": 0}  # the weak-label rule's yield
+    assert all(sum(meta["data"][c]["simulated"].values()) == 6 for c in S.CLASSES)
+    assert meta["test_alerce_stamps51"]["n"] == 36
+    card = (tmp_path / "model_card.md").read_text()
+    assert "SIMULATED" in card and "Weak labels of real alerts" in card
+    assert (tmp_path / "confusion_alerce_stamps51.png").read_bytes()[:4] == b"\x89PNG"
+    assert S.StampClassifier.load(tmp_path).version == "0.0.1-test"
