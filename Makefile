@@ -32,6 +32,7 @@ test: venv
 bench: migrate
 	$(PY) manage.py bench ingest
 	$(PY) manage.py bench features
+	$(PY) manage.py bench stamps
 
 clean:
 	rm -rf var
