@@ -40,6 +40,7 @@ test: venv chromium
 bench: migrate
 	$(PY) manage.py bench ingest
 	$(PY) manage.py bench features
+	$(PY) manage.py bench stamps
 
 clean:
 	rm -rf var

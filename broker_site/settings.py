@@ -160,3 +160,8 @@ SPECTACULAR_SETTINGS = {
 }
 # --- Light-curve classifier (issue 14): the trained artefact (forests + outlier forests)
 LC_CLASSIFIER_MODEL = os.environ.get("LC_CLASSIFIER_MODEL", str(BASE_DIR / "models" / "lc_classifier" / "model.joblib"))
+# --- Stamp classifier (gpu queue): the model folder, the batch size of one inference call, and a switch
+# (STAMP_CLASSIFIER=off leaves it out of the canvas, e.g. on hosts without TensorFlow).
+STAMP_CLASSIFIER_DIR = Path(os.environ.get("STAMP_CLASSIFIER_DIR", BASE_DIR / "models" / "stamp_classifier"))
+STAMP_CLASSIFIER_ENABLED = os.environ.get("STAMP_CLASSIFIER", "on").lower() not in ("off", "0", "false", "no")
+STAMP_CLASSIFIER_BATCH = int(os.environ.get("STAMP_CLASSIFIER_BATCH", "256"))

@@ -53,7 +53,8 @@ def step_report(batch_ids):
     ):
         rows.setdefault(step, []).append(((finished - started).total_seconds(), n))
     lines = ["Steps (seconds per batch)"]
-    for step in ("ingest", "xmatch", "correct", "magstats", "features", "publish"):
+    for step in ("ingest", "xmatch", "correct", "magstats", "features", "stamp_classifier", "lc_classifier",
+                 "outliers", "publish"):
         if step in rows:
             seconds = [s for s, _ in rows[step]]
             lines.append(

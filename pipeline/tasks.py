@@ -141,6 +141,8 @@ def publish(batch_id, oids):
         n = 0
     record_timing(batch_id, "publish", started, n)
     return {"batch_id": batch_id, "step": "publish", "n": n}
+
+
 @functools.lru_cache(maxsize=2)
 def lc_model(path=None):
     """(classifier, outlier forests) of the saved light-curve classifier, loaded once per process."""
@@ -175,6 +177,14 @@ def outliers(oids):
     scores = forests.score(values, branches.to_numpy())
     db.upsert(OutlierScore, scores, unique_fields=["oid", "version"], update_fields=["branch", "score", "is_outlier"])
     return len(scores)
+
+
+@step_task("stamp_classifier")
+def stamp_classify(oids):
+    """ALeRCE's stamp classifier on the first alert of each new ZTF object (gpu queue; CPU when no GPU)."""
+    from .stamp_step import classify_new_objects  # TensorFlow loads only where this task runs
+
+    return classify_new_objects(loaders.of_survey(oids, "ztf"))
 
 
 @shared_task(name="pipeline.tasks.retry_pending_xmatch")

@@ -18,11 +18,12 @@ class Command(BaseCommand):
         "Benchmarks. `bench ingest`: alerts/s of bare fastavro decoding (the ceiling), parsing, archiving, and "
         "the full ingest into SQLite and PostgreSQL, plus per-step latency. `bench features`: objects/s of the "
         "light-curve features, per group. `bench classify`: objects/s of the light-curve classifier from stored "
-        "features (one core) and its per-alert cost on a replayed real night."
+        "features (one core) and its per-alert cost on a replayed real night. `bench stamps`: alerts/s of the stamp "
+        "classifier's cutout decoding + preprocessing and inference, per CPU core (--threads) or on a GPU."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "classify"])
+        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "classify", "stamps"])
         parser.add_argument("--alerts", type=int, default=3000, help="Replayed alerts (ingest)")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--data", nargs="+", default=[str(bench.SHARED_DATA / "ztf_alerts")], help="Folders of real packets")
@@ -31,6 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--packets", help=("(internal) folder of replayed packets for ingest-db"))
         parser.add_argument("--objects", type=int, default=300, help="Simulated objects (features)")
         parser.add_argument("--repeat", type=int, default=3, help="Runs per stage; the median is printed")
+        parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (stamps)")
+        parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024], help="Inference batches (stamps)")
 
     def handle(self, *args, what, **opts):
         if what == "ingest":
@@ -39,6 +42,10 @@ class Command(BaseCommand):
             from pipeline.management.commands._bench_classify import run_classify_bench
 
             run_classify_bench(self.stdout, opts, self)
+        elif what == "stamps":
+            from pipeline.management.commands._bench_stamps import run_stamp_bench
+
+            run_stamp_bench(self.stdout, opts)
         elif what == "ingest-db":
             self.stdout.write(json.dumps(self.ingest_db(opts["packets"], opts["batch_size"], opts["repeat"])))
         else:
