@@ -58,7 +58,7 @@ def step_report(batch_ids):
         if step in rows:
             seconds = [s for s, _ in rows[step]]
             lines.append(
-                f"  {step:<10} {len(seconds):>4} batches {sum(n for _, n in rows[step]):>7} items"
+                f"  {step:<16} {len(seconds):>4} batches {sum(n for _, n in rows[step]):>7} items"
                 f"   median {median(seconds):6.2f}   max {max(seconds):6.2f}"
             )
     return "\n".join(lines)

@@ -30,6 +30,7 @@ import gzip
 import io
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter; errors still show
 log = logging.getLogger(__name__)
 
 CLASSIFIER_NAME = "stamp_classifier"
