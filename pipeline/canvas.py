@@ -1,9 +1,10 @@
 """The step graph of one batch; the only place that knows the order of the steps.
 
-    ingest ─> group(xmatch, correct) ─> magstats ─> features ─> lc_classify ─> outliers ─> publish
-           └> stamp_classify (new objects only, queue gpu; see with_stamps)
+    ingest ─┬─> group(xmatch, correct) ─> magstats ─> features ─> lc_classify ─> outliers ─┬─> publish
+            └─> stamp_classify (new objects only, queue gpu) ──────────────────────────────┘
 
 Tasks get immutable signatures ``(batch_id, oids)``: small messages; the data stay in the database.
+The output stream is written last, once both classifiers are done, so each message carries both.
 Without a broker the same canvas runs eagerly in-process.
 """
 from celery import chain, group
@@ -12,32 +13,32 @@ from django.conf import settings
 from . import tasks
 
 
-def build(batch_id, oids):
-    """The canvas for the objects that received new alerts in batch ``batch_id``."""
-    oids = sorted(oids)
+def light_curve_steps(batch_id, oids):
+    """Every step that reads the light curve, in order (queues io and cpu)."""
     return chain(
         group(tasks.xmatch.si(batch_id, oids), tasks.correct.si(batch_id, oids)),
         tasks.magstats.si(batch_id, oids),
         tasks.features.si(batch_id, oids),
         tasks.lc_classify.si(batch_id, oids),
         tasks.outliers.si(batch_id, oids),
-        tasks.publish.si(batch_id, oids),
     )
 
 
-def with_stamps(canvas, batch_id, new_oids):
-    """The batch's canvas with the stamp classifier (queue ``gpu``) on its new objects, in parallel.
+def build(batch_id, oids, new_oids=()):
+    """The canvas for the objects that received new alerts in batch ``batch_id``.
 
-    ALeRCE classifies the first alert of each new object only; later alerts of known objects skip it.
+    ALeRCE classifies stamps of the first alert of each new object only (``new_oids``); later alerts
+    of known objects skip it. ``STAMP_CLASSIFIER=off`` leaves the step out (a farm with no gpu worker).
     """
-    if not new_oids or not settings.STAMP_CLASSIFIER_ENABLED:
-        return canvas
-    return group(canvas, tasks.stamp_classify.si(batch_id, sorted(new_oids)))
+    oids = sorted(oids)
+    steps = light_curve_steps(batch_id, oids)
+    if new_oids and settings.STAMP_CLASSIFIER_ENABLED:
+        steps = group(steps, tasks.stamp_classify.si(batch_id, sorted(new_oids)))
+    return chain(steps, tasks.publish.si(batch_id, oids))
 
 
 def launch(batch_result):
     """Start the canvas of an ingested batch; returns its AsyncResult, or None when nothing is new."""
     if not batch_result.oids:
         return None
-    canvas = build(batch_result.batch_id, batch_result.oids)
-    return with_stamps(canvas, batch_result.batch_id, batch_result.new_oids).apply_async()
+    return build(batch_result.batch_id, batch_result.oids, batch_result.new_oids).apply_async()

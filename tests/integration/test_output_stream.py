@@ -140,3 +140,35 @@ def test_stream_length_is_bounded(settings):
         client = redis.Redis.from_url(f"{require_redis()}/{REDIS_DB}")
         for key in client.scan_iter(f"{stream.stream}*"):
             client.delete(key)
+
+
+@pytest.mark.stamp_classifier
+def test_messages_carry_both_classifiers_published_after_them(broker_env, redis_stream):
+    """Real ZTF packets through the eager canvas with the real models: publish waits for the stamp
+    classifier (gpu branch) and the light-curve steps, so every message of a new object carries the
+    stamp probabilities, and those of objects above the gate the light-curve ones too."""
+    import shutil
+
+    import pandas as pd
+
+    manifest = pd.read_csv(require_shared("ztf_alerts_manifest.csv"))
+    alerts = require_shared("ztf_alerts")
+    chosen = manifest[(manifest["dir"] == "ztf_alerts") & (manifest["n_cutouts"] == 3)]
+    chosen = chosen.sort_values("n_prv_candidates", ascending=False).drop_duplicates("objectId").head(12)
+    folder = broker_env / "night"
+    folder.mkdir()
+    for name in chosen["file"]:
+        shutil.copy(alerts / name, folder / name)
+    ingest_paths([folder], batch_size=100, progress=False)
+
+    messages = [m for _, m in redis_stream.read(from_start=True, block_ms=0)]
+    assert len(messages) == RawAlert.objects.count() == len(chosen)
+    lc_classified = set(Probability.objects.filter(classifier_name="lc_classifier").values_list("oid", flat=True))
+    assert lc_classified, "no object of the chosen packets passed the light-curve gate"
+    for message in messages:
+        names = {p["classifier_name"] for p in message["probabilities"]}
+        assert "stamp_classifier" in names and "stamp_classifier" in message["models"]
+        stamp = [p["probability"] for p in message["probabilities"] if p["classifier_name"] == "stamp_classifier"]
+        assert len(stamp) == 5 and abs(sum(stamp) - 1) < 1e-5
+        if message["oid"] in lc_classified:
+            assert {"lc_classifier", "lc_classifier_top"} <= names and message["outlier"] is not None
