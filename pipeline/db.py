@@ -74,7 +74,9 @@ def _execute(model, sql_head, sql_tail, data, n, returning):
         connection.ensure_connection()
         # Server-side binding (Django's own cursors quote parameters client-side, slow for big arrays);
         # binary arrays cost the server less than text ones (measured).
-        with psycopg.Cursor(connection.connection) as cursor:
+        # Driver errors become Django's (AdminShutdown -> OperationalError) and mark the connection
+        # unusable, so the task's retry reconnects instead of failing on a dead connection.
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(f"{head} SELECT * FROM unnest({arrays}) {sql_tail}{suffix}", list(data.values()))
             if returning:
                 returned.extend(r[0] for r in cursor.fetchall())

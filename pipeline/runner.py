@@ -4,7 +4,7 @@ import sys
 
 from tqdm import tqdm
 
-from . import canvas
+from . import farm
 from .backends import archive
 from .ingest import IngestSummary, ingest_batch
 from .sources import batched, iter_packets
@@ -13,9 +13,13 @@ log = logging.getLogger(__name__)
 
 
 def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
-    """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any)."""
+    """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any).
+
+    With workers, a lost broker is waited for; if it stays away, reading stops and ``farm.BrokerLost``
+    is raised (its ``summary`` is what was stored): the stored batches are recorded as not launched.
+    """
     total = IngestSummary()
-    pending = []
+    launched = []
     bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
     for items in batched(iter_packets(paths), batch_size):
         result = ingest_batch(items, archive())
@@ -24,20 +28,21 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
         bar.update(result.summary.alerts_read)
         if pipeline:
             try:
-                handle = canvas.launch(result)
+                handle = farm.launch(result.batch_id, result.oids)
+            except farm.BrokerLost as exc:
+                bar.close()
+                exc.summary = total
+                raise
             except Exception as exc:  # a failed step must not stop ingestion: alerts are stored
                 log.exception("pipeline failed for batch %s", result.batch_id)
                 total.step_failures.append(f"batch {result.batch_id}: {exc!r}")
                 continue
             if handle is not None:
-                pending.append((result.batch_id, handle))
+                launched.append(result.batch_id)
     bar.close()
-    if wait:
-        for batch_id, handle in pending:
-            try:
-                handle.get(disable_sync_subtasks=False, propagate=True)
-            except Exception as exc:
-                total.step_failures.append(f"batch {batch_id}: {exc!r}")
+    if wait and launched and not farm.eager():
+        farm.wait(launched)
+        total.step_failures.extend(farm.summary(launched)[1])
     return total
 
 
