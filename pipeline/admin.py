@@ -188,3 +188,10 @@ class StepTimingAdmin(ReadOnlyPipelineAdmin):
     list_display = ("batch_id", "step", "started", "finished", "n", "hostname")
     search_fields = ("=batch_id",)
     list_filter = ("step", "hostname", "finished")
+
+
+@admin.register(models.BatchCanvas)
+class BatchCanvasAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("batch_id", "state", "launched", "finished", "error")
+    list_filter = ("state",)
+    search_fields = ("batch_id", "error")
