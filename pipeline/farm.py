@@ -24,6 +24,18 @@ BROKER_ERRORS = (
 )
 
 
+def is_broker_error(exc):
+    """A connection fault of the broker or result store, also when Celery re-raised it as another type
+    (the result consumer turns a lost Redis into a RuntimeError with the cause attached)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, BROKER_ERRORS) or "Celery result store" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class BrokerLost(Exception):
     """The broker did not come back in time; ``batch_ids`` are stored but their canvases never started."""
 
@@ -68,7 +80,9 @@ def launch(batch_id, oids, wait_seconds=None):
     while True:
         try:
             handle = canvas.build(batch_id, oids).apply_async()
-        except BROKER_ERRORS as exc:
+        except Exception as exc:
+            if not is_broker_error(exc):
+                raise
             if time.monotonic() >= deadline:
                 record.state, record.error = BatchCanvas.NOT_LAUNCHED, f"broker unreachable: {exc!r}"[:4000]
                 record.save()
