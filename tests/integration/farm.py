@@ -138,8 +138,8 @@ class Farm:
     def counts(self):
         return {table: self.sql(f"SELECT count(*) FROM {table}")[0][0] for table in COUNTED}
 
-    def worker_logs(self):
-        return "\n".join(w.log.read_text()[-3000:] for w in self.workers)
+    def worker_logs(self, tail=3000):
+        return "\n".join(w.log.read_text()[-tail:] for w in self.workers)
 
 
 def wait_for(predicate, timeout, interval=0.2):
