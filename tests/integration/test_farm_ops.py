@@ -74,7 +74,7 @@ def test_repair_runs_every_object_behind_its_detections(broker_env):
     assert len(repair.find_behind()["magstats"]) == 1
 
 
-def test_timing_report_has_one_value_per_alert_and_step(broker_env, tmp_path):
+def test_timing_report_has_one_value_per_alert_and_step(broker_env, tmp_path, client):
     folder = night(broker_env, 30)
     summary = ingest_paths([folder], batch_size=10, progress=False)
     lat = timing.latencies()
@@ -92,6 +92,11 @@ def test_timing_report_has_one_value_per_alert_and_step(broker_env, tmp_path):
     call_command("timing_report", "--png", str(png), stdout=out)
     assert "p95" in out.getvalue() and "features" in out.getvalue()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The dashboard shows the same figures and plot.
+    page = client.get("/timing/").content.decode()
+    assert f"<td>features</td><td>30</td><td>{timing.percentile_table(lat).loc['features', 'p50']:.2f}</td>" in page
+    image = client.get("/timing.png")
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
 
 
 def manage_env(tmp_path):
