@@ -58,3 +58,16 @@ def test_the_installation_key_is_made_once_and_kept(tmp_path):
     assert manage(show, {}, tmp_path).stdout.split()[-1] == first
     assert (tmp_path / "var" / "secret_key").read_text().strip() == first
     assert oct((tmp_path / "var" / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_visibility_timeout_outlasts_a_task_and_its_retry_countdown(tmp_path):
+    from django.conf import settings
+
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    assert visibility == settings.CELERY_VISIBILITY_TIMEOUT == 300  # not the transport's default hour
+    assert visibility > settings.CELERY_TASK_TIME_LIMIT + settings.CELERY_TASK_RETRY_BACKOFF_MAX
+    show = ["shell", "-c", "from django.conf import settings; print(settings.CELERY_BROKER_TRANSPORT_OPTIONS)"]
+    assert "'visibility_timeout': 45" in manage(show, {"CELERY_VISIBILITY_TIMEOUT": "45", "CELERY_TASK_TIME_LIMIT": "20",
+                                                      "CELERY_TASK_RETRY_BACKOFF_MAX": "5"}, tmp_path).stdout
+    refused = manage(show, {"CELERY_VISIBILITY_TIMEOUT": "60"}, tmp_path)  # below the 120 s time limit
+    assert refused.returncode != 0 and "CELERY_VISIBILITY_TIMEOUT must exceed" in refused.stderr
