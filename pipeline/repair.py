@@ -74,8 +74,17 @@ def repair(batch_size, min_age_minutes=0.0, launch=True):
             batch_id = f"repair-{new_batch_id()}"
             farm.launch(batch_id, oids[start : start + batch_size])
             batch_ids.append(batch_id)
+        cutoff = timezone.now() - timedelta(minutes=min_age_minutes)
         BatchCanvas.objects.filter(
-            state__in=[BatchCanvas.NOT_LAUNCHED, BatchCanvas.FAILED],
-            launched__lte=timezone.now() - timedelta(minutes=min_age_minutes),
+            state__in=[BatchCanvas.NOT_LAUNCHED, BatchCanvas.FAILED], launched__lte=cutoff
         ).exclude(batch_id__in=batch_ids).update(state=BatchCanvas.REPAIRED)
+        # A canvas still "queued" whose objects were behind was lost (a broker restarted without its
+        # queues): the new batches replace it, so `wait` does not wait for it for ever.
+        relaunched = set(oids)
+        for record in BatchCanvas.objects.filter(state=BatchCanvas.QUEUED, launched__lte=cutoff).exclude(
+            batch_id__in=batch_ids
+        ):
+            if relaunched.intersection(record.oids):
+                record.state, record.error = BatchCanvas.REPAIRED, "objects behind; re-run by repair"
+                record.save(update_fields=["state", "error"])
     return found, batch_ids

@@ -62,6 +62,9 @@ def test_repair_runs_every_object_behind_its_detections(broker_env):
     BatchCanvas.objects.create(batch_id="lost", oids=["ZTF00aaaaaaa"], state=BatchCanvas.NOT_LAUNCHED,
                                launched="2026-01-01T00:00Z")
     assert repair.find_behind()["unlaunched"] == set()  # no such object: nothing to run
+    # A canvas recorded as queued whose objects are behind was lost: repair replaces it.
+    BatchCanvas.objects.create(batch_id="vanished", oids=[Object.objects.first().oid], state=BatchCanvas.QUEUED,
+                               launched="2026-01-01T00:00Z")
 
     out = io.StringIO()
     call_command("repair", "--batch-size", "20", stdout=out)
@@ -69,6 +72,7 @@ def test_repair_runs_every_object_behind_its_detections(broker_env):
     assert not any(repair.find_behind().values())
     assert ObjectFeatureState.objects.count() == n
     assert BatchCanvas.objects.get(batch_id="lost").state == BatchCanvas.REPAIRED
+    assert BatchCanvas.objects.get(batch_id="vanished").state == BatchCanvas.REPAIRED
     # Detections that arrive later put the object behind again, for the steps that depend on them.
     Object.objects.filter(oid=Object.objects.first().oid).update(ndet=0)
     assert len(repair.find_behind()["magstats"]) == 1
