@@ -32,6 +32,7 @@ serve: migrate
 test: venv
 	$(PY) -m pytest
 	$(PY) -m tests.integration.on_postgres
+	$(PY) -m pytest -m farm_faults tests/integration/test_farm_faults.py
 
 bench: migrate
 	$(PY) manage.py bench ingest
