@@ -43,9 +43,9 @@ QUEUE_INGEST ?= $(or $(BROKER_QUEUE_INGEST),ingest)
 QUEUE_IO ?= $(or $(BROKER_QUEUE_IO),io)
 QUEUE_CPU ?= $(or $(BROKER_QUEUE_CPU),cpu)
 QUEUE_GPU ?= $(or $(BROKER_QUEUE_GPU),gpu)
-# Measured on 2 cores (README): the cpu worker at 2 processes, one per core; ingest+io waits on disk and
-# network, 2 processes; gpu 1. Prefetch 1 (settings): a long batch never holds others hostage.
-CPU_CONCURRENCY ?= 2
+# Measured on 2 cores (README, "Operating the farm"): cpu at 3 processes (cores + 1: the steps also wait
+# for PostgreSQL on the same host); ingest+io waits on disk and network, 2; gpu 1. Prefetch 1 (settings).
+CPU_CONCURRENCY ?= 3
 IO_CONCURRENCY ?= 2
 GPU_CONCURRENCY ?= 1
 WORKERS := ingest_io cpu gpu

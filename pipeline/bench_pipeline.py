@@ -133,7 +133,7 @@ def play(packet_dir, rate, window, redis_url, queues, wait_timeout, warmup=0):
 class Workers:
     """The `make workers` layout, started for the benchmark with its own queue names."""
 
-    def __init__(self, env, log_dir, cpu_concurrency=2, io_concurrency=2):
+    def __init__(self, env, log_dir, cpu_concurrency=3, io_concurrency=2):
         self.env, self.log_dir, self.processes = env, Path(log_dir), []
         self.groups = [("ingest_io", "BROKER_QUEUE_INGEST,BROKER_QUEUE_IO", io_concurrency),
                        ("cpu", "BROKER_QUEUE_CPU", cpu_concurrency), ("gpu", "BROKER_QUEUE_GPU", 1)]
@@ -158,7 +158,7 @@ class Workers:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def run(base_dir, data_dir, rate, n_alerts, postgres, redis_url, window=1.0, cpu_concurrency=2, io_concurrency=2,
+def run(base_dir, data_dir, rate, n_alerts, postgres, redis_url, window=1.0, cpu_concurrency=3, io_concurrency=2,
         png=None, wait_timeout=600, warmup=100):
     """The parent: fresh database, workers, the playing child; returns the child's figures."""
     import psycopg

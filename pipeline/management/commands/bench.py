@@ -34,7 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--window", type=float, default=1.0, help="Seconds of alerts per batch (pipeline)")
         parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
                             help="Redis broker for the pipeline benchmark's workers")
-        parser.add_argument("--cpu-concurrency", type=int, default=2, help="Processes of the cpu worker (pipeline)")
+        parser.add_argument("--cpu-concurrency", type=int, default=3, help="Processes of the cpu worker (pipeline)")
         parser.add_argument("--warmup", type=int, default=100, help="Uncounted alerts played first (pipeline)")
         parser.add_argument("--png", help="Cumulative distribution of the latencies (pipeline)")
 
