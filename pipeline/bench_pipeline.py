@@ -79,6 +79,7 @@ def play(packet_dir, rate, window, redis_url, queues, wait_timeout, warmup=0):
     from . import farm, timing
     from .backends import archive
     from .ingest import ingest_batch
+    from .runner import ingest_retrying
     from .sources import Packet
 
     items = [Packet(p.name, p.read_bytes()) for p in sorted(Path(packet_dir).glob("*.avro"))]
@@ -99,7 +100,7 @@ def play(packet_dir, rate, window, redis_url, queues, wait_timeout, warmup=0):
             continue
         due = min(len(items), int((now - start) * rate))
         if due > sent:
-            result = ingest_batch(items[sent:due], archive())
+            result = ingest_retrying(items[sent:due])
             farm.launch(result.batch_id, result.oids)
             batch_ids.append(result.batch_id)
             sent = due

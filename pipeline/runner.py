@@ -1,6 +1,7 @@
 """Drive ingestion from the command line: batches, progress bar, the canvas of each batch, a summary."""
 import logging
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -22,7 +23,7 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
     launched = []
     bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
     for items in batched(iter_packets(paths), batch_size):
-        result = ingest_batch(items, archive())
+        result = ingest_retrying(items)
         total.add(result.summary)
         total.batch_ids.append(result.batch_id)
         bar.update(result.summary.alerts_read)
@@ -44,6 +45,24 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
         farm.wait(launched)
         total.step_failures.extend(farm.summary(launched)[1])
     return total
+
+
+def ingest_retrying(items, attempts=3):
+    """Ingest a batch; a transient database fault (deadlock, lost connection) rolls the batch back
+    whole, so it is simply run again."""
+    from django.db import OperationalError, close_old_connections, connection
+
+    for attempt in range(attempts):
+        try:
+            return ingest_batch(items, archive())
+        except OperationalError as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("batch rolled back (%s); ingesting it again", exc)
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+            close_old_connections()
+            time.sleep(0.5 * (attempt + 1))
 
 
 def step_report(batch_ids):

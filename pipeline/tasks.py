@@ -97,8 +97,9 @@ def correct(oids):
     corrected, objects = correction.correct_objects(stored[loaders.DETECTION_FIELDS])
     changed = loaders.changed_rows(stored, corrected, loaders.CORRECTION_FIELDS)
     rows = corrected.loc[changed, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS]
-    db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
+    # Objects before detections, the order ingest writes them in: the two never deadlock.
     loaders.update_objects(objects, ["corrected", "stellar", "step_id_corr"])
+    db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
     return len(rows)
 
 
