@@ -130,7 +130,13 @@ def wait(batch_ids=None, timeout=None, poll=1.0):
             pending = pending.filter(batch_id__in=list(batch_ids))
         still = []
         for record in pending.order_by("launched"):
-            state, error = canvas_state(record)
+            try:
+                state, error = canvas_state(record)
+            except Exception as exc:  # the result store is away: ask again at the next poll
+                if not is_broker_error(exc):
+                    raise
+                log.warning("result store unreachable (%s); waiting", exc)
+                state, error = BatchCanvas.QUEUED, ""
             if state == BatchCanvas.QUEUED:
                 still.append(record)
                 continue

@@ -64,8 +64,9 @@ def test_broker_stopped_and_restarted_during_ingestion(night, reference, tmp_pat
     try:
         with Farm(tmp_path, require_postgres(), redis_server.url, **FAST) as farm:
             farm.start_worker()
-            ingest = farm.manage_async("ingest", str(night), "--batch-size", "15", "--no-progress", log_name="ingest.log")
-            assert wait_for(lambda: farm.sql("SELECT count(*) FROM batch_canvas")[0][0] >= 2, 180)
+            # One alert per batch: 150 canvases, so the broker goes while batches are still being launched.
+            ingest = farm.manage_async("ingest", str(night), "--batch-size", "1", "--no-progress", log_name="ingest.log")
+            assert wait_for(lambda: farm.sql("SELECT count(*) FROM batch_canvas")[0][0] >= 3, 180)
             redis_server.stop()
             assert wait_for(lambda: "waits for it" in (tmp_path / "ingest.log").read_text(), 60)
             time.sleep(3)
