@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= var/demo_night
 DEMO_OBJECTS ?= 300
 
-.PHONY: run test venv migrate demo bench clean serve services workers workers-stop flower
+.PHONY: run test venv migrate demo bench clean chromium serve services workers workers-stop flower
 
 venv: $(VENV)/.installed
 
@@ -29,7 +29,15 @@ run: migrate
 serve: migrate
 	DJANGO_DEBUG=true DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1 $(PY) manage.py runserver 127.0.0.1:8000
 
-test: venv
+# Headless Chromium for the dashboard's browser test (Debian package); skipped with the reason where absent.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	    ($$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     ($$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1)) \
+	    || echo "chromium could not be installed: the browser test will be skipped"; }
+
+test: venv chromium
 	$(PY) -m pytest
 	$(PY) -m tests.integration.on_postgres
 	$(PY) -m pytest -m farm_faults tests/integration/test_farm_faults.py
@@ -37,6 +45,7 @@ test: venv
 bench: migrate
 	$(PY) manage.py bench ingest
 	$(PY) manage.py bench features
+	$(PY) manage.py bench stamps
 
 # --- The worker farm on one host (README, "Operating the farm"). Needs CELERY_BROKER_URL (and DATABASE_URL).
 QUEUE_INGEST ?= $(or $(BROKER_QUEUE_INGEST),ingest)

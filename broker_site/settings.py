@@ -66,6 +66,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "pipeline",
 ]
 
@@ -179,7 +182,39 @@ REPAIR_EVERY_MINUTES = float(os.environ.get("REPAIR_EVERY_MINUTES", "30"))
 REPAIR_MIN_AGE_MINUTES = float(os.environ.get("REPAIR_MIN_AGE_MINUTES", "30"))
 # How long `ingest` waits for a lost broker to come back before it stops (exit code 1).
 BROKER_LOST_WAIT_SECONDS = float(os.environ.get("BROKER_LOST_WAIT_SECONDS", "120"))
+# Rubin/LSST wire-format packets: a folder of the alert schemas (lsst/alert_packet layout) or a schema registry URL.
+LSST_SCHEMAS = os.environ.get("LSST_SCHEMAS", "")
+# Output stream: redis://HOST:PORT/DB?stream=NAME&maxlen=N (default) or kafka://HOST:PORT/TOPIC; empty: off.
+OUTPUT_STREAM_URL = os.environ.get("OUTPUT_STREAM_URL", "redis://127.0.0.1:6379/0?stream=broker:alerts&maxlen=100000")
+OUTPUT_STREAM_DEDUP_DAYS = float(os.environ.get("OUTPUT_STREAM_DEDUP_DAYS", "30"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
     "repair-behind-objects": {"task": "pipeline.tasks.repair_behind", "schedule": REPAIR_EVERY_MINUTES * 60},
 }
+
+# --- REST API (ALeRCE's ZTF API v1 routes): read-only and open, JSON errors, OpenAPI schema.
+REST_FRAMEWORK = {
+    "DEFAULT_PERMISSION_CLASSES": ["pipeline.api.permissions.ReadOnlyOrStaff"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "pipeline.api.views.json_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Alert broker ZTF API",
+    "DESCRIPTION": "ALeRCE's ZTF API v1 routes over this broker's tables (the public alerce client works "
+                   "unchanged). Read-only. Page size at most 1000, cone radius at most 3600 arcsec.",
+    "VERSION": "v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# --- Light-curve classifier (issue 14): the trained artefact (forests + outlier forests)
+LC_CLASSIFIER_MODEL = os.environ.get("LC_CLASSIFIER_MODEL", str(BASE_DIR / "models" / "lc_classifier" / "model.joblib"))
+# --- Stamp classifier (gpu queue): the model folder, the batch size of one inference call, and a switch
+# (STAMP_CLASSIFIER=off leaves it out of the canvas, e.g. on hosts without TensorFlow).
+STAMP_CLASSIFIER_DIR = Path(os.environ.get("STAMP_CLASSIFIER_DIR", BASE_DIR / "models" / "stamp_classifier"))
+STAMP_CLASSIFIER_ENABLED = os.environ.get("STAMP_CLASSIFIER", "on").lower() not in ("off", "0", "false", "no")
+STAMP_CLASSIFIER_BATCH = int(os.environ.get("STAMP_CLASSIFIER_BATCH", "256"))

@@ -70,7 +70,8 @@ class DetectionInline(ReadOnlyInline):
 
 class MagStatsInline(ReadOnlyInline):
     model = models.MagStats
-    fields = ("fid", "ndet", "ndubious", "magmean", "magmin", "magmax", "magmean_corr", "firstmjd", "lastmjd")
+    fields = ("fid", "ndet", "ndubious", "magmean", "magmin", "magmax", "magmean_corr", "saturation_rate", "firstmjd",
+              "lastmjd")
 
 
 @admin.register(models.Object)
@@ -83,10 +84,10 @@ class ObjectAdmin(ReadOnlyPipelineAdmin):
 
 @admin.register(models.Detection)
 class DetectionAdmin(ReadOnlyPipelineAdmin):
-    list_display = ("candid", "oid", "mjd", "fid", "magpsf", "sigmapsf", "magpsf_corr", "isdiffpos",
-                    "corrected", "dubious", "rb", "has_stamp")
+    list_display = ("candid", "oid", "survey", "mjd", "fid", "magpsf", "sigmapsf", "magpsf_corr", "psf_flux",
+                    "isdiffpos", "corrected", "dubious", "rb", "has_stamp")
     search_fields = ("=candid", "=oid__oid")
-    list_filter = ("fid", MjdAgeFilter, "corrected", "dubious", "has_stamp", "isdiffpos")
+    list_filter = ("survey", "fid", MjdAgeFilter, "corrected", "dubious", "has_stamp", "isdiffpos")
     raw_id_fields = ("oid",)
 
 
@@ -100,16 +101,17 @@ class NonDetectionAdmin(ReadOnlyPipelineAdmin):
 
 @admin.register(models.ForcedPhotometry)
 class ForcedPhotometryAdmin(ReadOnlyPipelineAdmin):
-    list_display = ("oid", "fid", "mjd", "forcediffimflux", "forcediffimfluxunc", "magzpsci", "diffmaglim", "procstatus")
+    list_display = ("oid", "survey", "fid", "mjd", "forcediffimflux", "forcediffimfluxunc", "magzpsci", "diffmaglim",
+                    "procstatus")
     search_fields = ("=oid__oid", "=pid")
-    list_filter = ("fid", MjdAgeFilter, "procstatus")
+    list_filter = ("survey", "fid", MjdAgeFilter, "procstatus")
     raw_id_fields = ("oid",)
 
 
 @admin.register(models.MagStats)
 class MagStatsAdmin(ReadOnlyPipelineAdmin):
     list_display = ("oid", "fid", "ndet", "ndubious", "magmean", "magmedian", "magmin", "magmax", "magsigma",
-                    "magmean_corr", "corrected", "stellar")
+                    "magmean_corr", "saturation_rate", "corrected", "stellar")
     search_fields = ("=oid__oid",)
     list_filter = ("fid", "corrected", "stellar")
     raw_id_fields = ("oid",)
@@ -178,9 +180,9 @@ class RawAlertAdmin(ReadOnlyPipelineAdmin):
 
 @admin.register(models.Quarantine)
 class QuarantineAdmin(ReadOnlyPipelineAdmin):
-    list_display = ("created", "reason", "source", "oid", "candid", "size", "archive_key")
+    list_display = ("created", "step", "reason", "source", "oid", "candid", "size", "archive_key")
     search_fields = ("=oid", "=candid", "reason", "source", "=sha256")
-    list_filter = ("created",)
+    list_filter = ("step", "created")
 
 
 @admin.register(models.StepTiming)
@@ -195,3 +197,24 @@ class BatchCanvasAdmin(ReadOnlyPipelineAdmin):
     list_display = ("batch_id", "state", "launched", "finished", "error")
     list_filter = ("state",)
     search_fields = ("batch_id", "error")
+@admin.register(models.Probability)
+class ProbabilityAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("oid", "classifier_name", "classifier_version", "class_name", "probability", "ranking")
+    search_fields = ("=oid__oid", "class_name")
+    list_filter = ("classifier_name", "classifier_version", "class_name", "ranking")
+    raw_id_fields = ("oid",)
+
+
+@admin.register(models.OutlierScore)
+class OutlierScoreAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("oid", "branch", "score", "is_outlier", "version")
+    search_fields = ("=oid__oid",)
+    list_filter = ("branch", "is_outlier", "version")
+    raw_id_fields = ("oid",)
+
+
+@admin.register(models.PublishedAlert)
+class PublishedAlertAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("candid", "oid", "stream", "batch_id", "published")
+    search_fields = ("=candid", "=oid", "=batch_id")
+    list_filter = ("stream", "published")

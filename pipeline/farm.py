@@ -57,17 +57,18 @@ def broker_alive(timeout=2.0):
         return False
 
 
-def launch(batch_id, oids, wait_seconds=None):
+def launch(batch_id, oids, new_oids=(), wait_seconds=None):
     """Start the canvas of a stored batch and record it (BatchCanvas). With workers, a lost broker is
     waited for up to ``wait_seconds``; then the batch is recorded as not launched and BrokerLost raised.
-    Eagerly, the steps run here; a step's exception propagates after the record is written."""
+    Eagerly, the steps run here; a step's exception propagates after the record is written.
+    ``new_oids`` (first seen in this batch) also get the stamp classifier (canvas.with_stamps)."""
     oids = sorted(oids)
     if not oids:
         return None
     record = BatchCanvas(batch_id=batch_id, oids=oids, launched=timezone.now())
     if eager():
         try:
-            handle = canvas.build(batch_id, oids).apply_async()
+            handle = _canvas(batch_id, oids, new_oids).apply_async()
             record.state, record.finished = BatchCanvas.DONE, timezone.now()
             return handle
         except Exception as exc:
@@ -79,7 +80,7 @@ def launch(batch_id, oids, wait_seconds=None):
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            handle = canvas.build(batch_id, oids).apply_async()
+            handle = _canvas(batch_id, oids, new_oids).apply_async()
         except Exception as exc:
             if not is_broker_error(exc):
                 raise
@@ -94,6 +95,10 @@ def launch(batch_id, oids, wait_seconds=None):
         record.state, record.result = BatchCanvas.QUEUED, handle.as_tuple()
         record.save()
         return handle
+
+
+def _canvas(batch_id, oids, new_oids):
+    return canvas.with_stamps(canvas.build(batch_id, oids), batch_id, new_oids)
 
 
 def _nodes(result):
@@ -117,7 +122,7 @@ def canvas_state(record):
             continue  # a group: its members are visited on their own
         if node.state == "FAILURE":
             return BatchCanvas.FAILED, f"{node.id}: {node.result!r}"[:4000]
-    return (BatchCanvas.DONE if result.state == "SUCCESS" else BatchCanvas.QUEUED), ""
+    return (BatchCanvas.DONE if result.successful() else BatchCanvas.QUEUED), ""
 
 
 def wait(batch_ids=None, timeout=None, poll=1.0):

@@ -61,6 +61,27 @@ def object_positions(oids):
     )
 
 
+def of_survey(oids, survey):
+    """The objects of ``oids`` that come from ``survey`` ("ztf" or "lsst"): survey-only steps
+    (correction, the ZTF classifiers) call this first and leave the others alone."""
+    return list(Object.objects.filter(oid__in=list(oids), survey=survey).values_list("oid", flat=True))
+
+
+#: Rubin's g and r (fid 11, 12) fill the two bands of ALeRCE's features (suffixes _1, _2); Rubin's
+#: u, i, z, y have no feature slot. ZTF's i (3) is not a feature band either.
+LSST_FEATURE_BANDS = {11: 1, 12: 2}
+
+
+def feature_bands(rows: pd.DataFrame) -> pd.DataFrame:
+    """Detections or non-detections with Rubin g/r renumbered to the feature bands 1/2 and the other
+    Rubin bands left out (the feature step reads fids 1 and 2 only)."""
+    if rows.empty or not (rows["fid"] >= 10).any():
+        return rows
+    rows = rows[(rows["fid"] < 10) | rows["fid"].isin(list(LSST_FEATURE_BANDS))].copy()
+    rows["fid"] = rows["fid"].replace(LSST_FEATURE_BANDS)
+    return rows.reset_index(drop=True)
+
+
 def changed_rows(old: pd.DataFrame, new: pd.DataFrame, columns) -> np.ndarray:
     """Rows (same index) where any of ``columns`` differs; missing equals missing."""
     changed = np.zeros(len(new), dtype=bool)
@@ -128,3 +149,40 @@ def record_feature_state(result, objects):
         computed=db.now_param(),
     )
     db.upsert(ObjectFeatureState, state, unique_fields=["oid"], update_fields=["version", "lc_used", "ndet", "computed"])
+
+
+def feature_matrix(oids, version):
+    """Stored features of ``version`` as one wide frame (index oid, one column per feature name);
+    missing values are NaN. One query."""
+    from .models import Feature
+
+    rows = pd.DataFrame.from_records(
+        Feature.objects.filter(oid__in=oids, version=version).values_list("oid", "name", "value"),
+        columns=["oid", "name", "value"])
+    if rows.empty:
+        return pd.DataFrame(index=pd.Index([], name="oid"))
+    rows["value"] = rows["value"].astype(float)  # None -> NaN
+    return rows.pivot(index="oid", columns="name", values="value")
+
+
+def top_branches(oids, classifier_version):
+    """oid -> the most probable branch of ``lc_classifier_top`` of that model version."""
+    from .models import Probability
+
+    rows = Probability.objects.filter(oid__in=oids, classifier_name="lc_classifier_top",
+                                      classifier_version=classifier_version, ranking=1)
+    return pd.Series(dict(rows.values_list("oid", "class_name")), dtype=object)
+
+
+def lc_gate_reasons(oids, version):
+    """oid -> why the light-curve classifier gives the object no probabilities ('' for objects it
+    classifies): no stored features yet, or too few detections (``lc_classifier.gate_reason``)."""
+    from .models import Feature
+    from .steps.lc_classifier import gate_reason
+
+    counts = {oid: {} for oid in oids}
+    rows = Feature.objects.filter(oid__in=oids, version=version, name__in=["n_det_1", "n_det_2"])
+    for oid, name, value in rows.values_list("oid", "name", "value"):
+        counts[oid][name] = value
+    return {oid: gate_reason(c.get("n_det_1"), c.get("n_det_2")) if c else "no light-curve features yet"
+            for oid, c in counts.items()}

@@ -1,15 +1,18 @@
 """Tables of the broker. Names follow ALeRCE's public ZTF database so its users feel at home.
 
-Magnitudes are AB, times MJD, filter ids ZTF's (1 g, 2 r, 3 i).
+Magnitudes are AB, times MJD, filter ids ZTF's (1 g, 2 r, 3 i) and, for Rubin/LSST, 10 + the band's
+index in ugrizy (u 10, g 11, r 12, i 13, z 14, y 15; see pipeline/surveys/lsst.py).
 """
 from django.db import models
 
-BANDS = [(1, "g"), (2, "r"), (3, "i")]
+BANDS = [(1, "g"), (2, "r"), (3, "i"),
+         (10, "LSST u"), (11, "LSST g"), (12, "LSST r"), (13, "LSST i"), (14, "LSST z"), (15, "LSST y")]
+SURVEYS = [("ztf", "ZTF"), ("lsst", "Rubin/LSST")]
 
 
 class Object(models.Model):
     oid = models.CharField(primary_key=True, max_length=32)
-    survey = models.CharField(max_length=16, default="ztf")
+    survey = models.CharField(max_length=16, default="ztf", choices=SURVEYS)
     simulated = models.BooleanField(default=False, help_text="Packet came from the simulator, not a telescope")
     meanra = models.FloatField(help_text="deg")
     meandec = models.FloatField(help_text="deg")
@@ -50,18 +53,19 @@ class Detection(models.Model):
     oid = models.ForeignKey(
         Object, on_delete=models.CASCADE, db_column="oid", related_name="detections", db_index=False
     )  # covered by the (oid, ...) index below
+    survey = models.CharField(max_length=16, default="ztf", choices=SURVEYS)
     mjd = models.FloatField()
     fid = models.SmallIntegerField(choices=BANDS)
-    pid = models.BigIntegerField(null=True, blank=True)
+    pid = models.BigIntegerField(null=True, blank=True, help_text="ZTF processing id; Rubin visit")
     ra = models.FloatField()
     dec = models.FloatField()
-    magpsf = models.FloatField()
-    sigmapsf = models.FloatField()
+    magpsf = models.FloatField(null=True, blank=True, help_text="AB; null only for a Rubin source of zero flux")
+    sigmapsf = models.FloatField(null=True, blank=True)
     magap = models.FloatField(null=True, blank=True)
     sigmagap = models.FloatField(null=True, blank=True)
     diffmaglim = models.FloatField(null=True, blank=True)
     isdiffpos = models.SmallIntegerField(help_text="+1 positive difference, -1 negative")
-    rb = models.FloatField(null=True, blank=True)
+    rb = models.FloatField(null=True, blank=True, help_text="ZTF RealBogus; Rubin reliability")
     drb = models.FloatField(null=True, blank=True)
     rbversion = models.CharField(max_length=16, null=True, blank=True)
     drbversion = models.CharField(max_length=16, null=True, blank=True)
@@ -84,6 +88,11 @@ class Detection(models.Model):
     ssnamenr = models.CharField(max_length=32, null=True, blank=True)
     has_stamp = models.BooleanField(default=False)
     parent_candid = models.BigIntegerField(null=True, blank=True, help_text="Alert that delivered this row")
+    # Rubin's fluxes (nJy), kept as they came: magpsf derives from psf_flux.
+    psf_flux = models.FloatField(null=True, blank=True, help_text="nJy, difference image (Rubin)")
+    psf_flux_err = models.FloatField(null=True, blank=True, help_text="nJy (Rubin)")
+    science_flux = models.FloatField(null=True, blank=True, help_text="nJy, science image (Rubin)")
+    science_flux_err = models.FloatField(null=True, blank=True, help_text="nJy (Rubin)")
     # Filled by the correction step.
     magpsf_corr = models.FloatField(null=True, blank=True)
     sigmapsf_corr = models.FloatField(null=True, blank=True)
@@ -119,11 +128,13 @@ class ForcedPhotometry(models.Model):
     """Forced PSF photometry at the object's position on each difference image (ZTF ``fp_hists``).
 
     Fluxes are in DN at the image's zero point ``magzpsci``; they may be negative (no sentinel left).
+    Rubin's ``prvDiaForcedSources`` are in nJy, with ``magzpsci`` = 31.4 (the AB zero point of a nJy).
     """
 
     oid = models.ForeignKey(
         Object, on_delete=models.CASCADE, db_column="oid", related_name="forced_photometry", db_index=False
     )  # covered by the (oid, fid, mjd) constraint below
+    survey = models.CharField(max_length=16, default="ztf", choices=SURVEYS)
     mjd = models.FloatField()
     fid = models.SmallIntegerField(choices=BANDS)
     pid = models.BigIntegerField(null=True, blank=True)
@@ -241,7 +252,7 @@ class Quarantine(models.Model):
     reason = models.TextField()
     source = models.CharField(max_length=512, help_text="File (and archive member) it came from")
     archive_key = models.CharField(max_length=255, blank=True, default="")
-    size = models.IntegerField(default=0)
+    size = models.BigIntegerField(default=0, help_text="Bytes of the whole input (the archive keeps a bounded prefix)")
     oid = models.CharField(max_length=32, blank=True, default="")
     candid = models.BigIntegerField(null=True, blank=True)
     batch_id = models.CharField(max_length=64, blank=True, default="")
@@ -304,6 +315,9 @@ class MagStats(models.Model):
     dm_first = models.FloatField(null=True, blank=True)
     sigmadm_first = models.FloatField(null=True, blank=True)
     dt_first = models.FloatField(null=True, blank=True)
+    saturation_rate = models.FloatField(
+        null=True, blank=True, help_text="Corrected detections brighter than 13.2 mag / corrected detections"
+    )
     step_id_corr = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
@@ -458,3 +472,14 @@ class BatchCanvas(models.Model):
     class Meta:
         db_table = "batch_canvas"
         verbose_name_plural = "batch canvases"
+class PublishedAlert(models.Model):
+    """Alerts already sent to the output stream, so a re-delivered batch sends none of them again."""
+
+    candid = models.BigIntegerField(primary_key=True)
+    oid = models.CharField(max_length=32, db_index=True)
+    stream = models.CharField(max_length=255, help_text="redis://.../<stream> or kafka://.../<topic>")
+    batch_id = models.CharField(max_length=64, blank=True, default="")
+    published = models.DateTimeField()
+
+    class Meta:
+        db_table = "published_alert"

@@ -8,12 +8,12 @@ from tqdm import tqdm
 from . import farm
 from .backends import archive
 from .ingest import IngestSummary, ingest_batch
-from .sources import batched, iter_packets
+from .sources import Limits, batched, iter_packets
 
 log = logging.getLogger(__name__)
 
 
-def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
+def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, limits=Limits()):
     """Ingest everything under ``paths``; returns the IngestSummary (with step failures, if any).
 
     With workers, a lost broker is waited for; if it stays away, reading stops and ``farm.BrokerLost``
@@ -22,14 +22,14 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True):
     total = IngestSummary()
     launched = []
     bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
-    for items in batched(iter_packets(paths), batch_size):
+    for items in batched(iter_packets(paths, limits), batch_size, limits.max_batch_bytes):
         result = ingest_retrying(items)
         total.add(result.summary)
         total.batch_ids.append(result.batch_id)
         bar.update(result.summary.alerts_read)
         if pipeline:
             try:
-                handle = farm.launch(result.batch_id, result.oids)
+                handle = farm.launch(result.batch_id, result.oids, result.new_oids)
             except farm.BrokerLost as exc:
                 bar.close()
                 exc.summary = total
@@ -77,7 +77,8 @@ def step_report(batch_ids):
     ):
         rows.setdefault(step, []).append(((finished - started).total_seconds(), n))
     lines = ["Steps (seconds per batch)"]
-    for step in ("ingest", "xmatch", "correct", "magstats", "features"):
+    for step in ("ingest", "xmatch", "correct", "magstats", "features", "stamp_classifier", "lc_classifier",
+                 "outliers", "publish"):
         if step in rows:
             seconds = [s for s, _ in rows[step]]
             lines.append(

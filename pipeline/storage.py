@@ -26,7 +26,9 @@ __all__ = [
     "ArchiveMissing",
     "LocalArchive",
     "S3Archive",
+    "QUARANTINE_PREFIX_BYTES",
     "alert_key",
+    "digest_stream",
     "get_archive",
     "quarantine_key",
 ]
@@ -331,3 +333,24 @@ def get_archive(url, **options) -> ArchiveBackend:
     if scheme:
         raise ValueError(f"unsupported archive URL scheme {scheme!r} in {url!r}")
     return LocalArchive(os.path.expanduser(url), **options)
+
+
+#: Of rejected input, the quarantine keeps at most this many leading bytes, with the size and
+#: SHA-256 of the whole: a bad 2 GB file costs 1 MiB of archive, not 2 GB.
+QUARANTINE_PREFIX_BYTES = 2**20
+
+
+def digest_stream(fileobj, keep=QUARANTINE_PREFIX_BYTES, chunk=2**20):
+    """(first ``keep`` bytes, total size, hex SHA-256) of a stream read to its end in chunks."""
+    digest = hashlib.sha256()
+    prefix = bytearray()
+    size = 0
+    while True:
+        block = fileobj.read(chunk)
+        if not block:
+            break
+        digest.update(block)
+        size += len(block)
+        if len(prefix) < keep:
+            prefix += block[: keep - len(prefix)]
+    return bytes(prefix), size, digest.hexdigest()

@@ -18,8 +18,8 @@ from django.utils import timezone
 from . import db, loaders
 from .backends import xmatch_backend
 from .ingest import new_batch_id, record_timing
-from .models import AllWise, Detection, Feature, MagStats, Quarantine, Xmatch, XmatchPending
-from .steps import correction, magstats as magstats_step
+from .models import AllWise, Detection, Feature, MagStats, OutlierScore, Probability, Quarantine, Xmatch, XmatchPending
+from .steps import correction, lc_classifier, magstats as magstats_step
 from .steps.features import FEATURE_VERSION, compute_features
 from .steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable
 
@@ -91,7 +91,7 @@ def quarantine_object(step, oid, batch_id, exc):
 
 @step_task("correct")
 def correct(oids):
-    stored = loaders.detections(oids, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS)
+    stored = loaders.detections(loaders.of_survey(oids, "ztf"), loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS)
     if stored.empty:
         return 0
     corrected, objects = correction.correct_objects(stored[loaders.DETECTION_FIELDS])
@@ -105,12 +105,13 @@ def correct(oids):
 
 @step_task("magstats")
 def magstats(oids):
-    detections = loaders.detections(oids, loaders.MAGSTATS_INPUT_FIELDS)
+    fields = list(dict.fromkeys(loaders.MAGSTATS_INPUT_FIELDS + magstats_step.STELLAR_INPUTS))
+    detections = loaders.detections(oids, fields)
     if detections.empty:
         return 0
     non_detections = loaders.non_detections(oids)
     flags = loaders.object_flags(oids)
-    stats = magstats_step.magstats(detections, non_detections, flags)
+    stats = magstats_step.magstats(detections, non_detections)
     columns = [f.name for f in MagStats._meta.concrete_fields if f.name != "id"]
     stats_rows = stats.reindex(columns=columns)
     db.upsert(MagStats, stats_rows, unique_fields=["oid", "fid"], update_fields=columns[2:])
@@ -157,8 +158,8 @@ def features(oids):
         return 0
     todo = list(objects["oid"])
     result = compute_features(
-        loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS),
-        loaders.non_detections(todo),
+        loaders.feature_bands(loaders.detections(todo, loaders.FEATURE_INPUT_FIELDS)),
+        loaders.feature_bands(loaders.non_detections(todo)),
         objects,
         loaders.allwise_photometry(todo),
     )
@@ -166,6 +167,66 @@ def features(oids):
     db.upsert(Feature, rows, unique_fields=["oid", "name", "version"], update_fields=["fid", "value", "missing_reason"])
     loaders.record_feature_state(result, objects)
     return len(result.values)
+
+
+@shared_task(name="pipeline.tasks.publish", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
+def publish(batch_id, oids):
+    """Send the objects' alerts not yet on the output stream (one message each; see streams.py).
+    An unreachable stream leaves them pending: the object's next batch or ``reprocess`` sends them."""
+    from . import streams
+
+    started = timezone.now()
+    try:
+        n = streams.publish(list(oids), batch_id)
+    except streams.StreamUnavailable as exc:
+        log.warning("output stream unreachable, alerts of %d objects left pending: %s", len(oids), exc)
+        n = 0
+    record_timing(batch_id, "publish", started, n)
+    return {"batch_id": batch_id, "step": "publish", "n": n}
+
+
+@functools.lru_cache(maxsize=2)
+def lc_model(path=None):
+    """(classifier, outlier forests) of the saved light-curve classifier, loaded once per process."""
+    return lc_classifier.load(path or settings.LC_CLASSIFIER_MODEL)
+
+
+@step_task("lc_classifier")
+def lc_classify(oids):
+    """Light-curve classifier probabilities (every level) of the ZTF objects with stored features that
+    pass the gate; the others get no rows (``lc_classifier.gate_reason`` says why). The forest was
+    trained on ZTF light curves: Rubin objects are left alone."""
+    model, _ = lc_model()
+    values = loaders.feature_matrix(loaders.of_survey(oids, "ztf"), FEATURE_VERSION)
+    if values.empty:
+        return 0
+    rows, _, _ = lc_classifier.classify(model, values, FEATURE_VERSION)
+    if rows.empty:
+        return 0
+    db.upsert(Probability, rows, unique_fields=["oid", "classifier_name", "classifier_version", "class_name"],
+              update_fields=["probability", "ranking"])
+    return len(rows)
+
+
+@step_task("outliers")
+def outliers(oids):
+    """Outlier score of each classified object within its predicted branch."""
+    model, forests = lc_model()
+    branches = loaders.top_branches(oids, model.version)
+    if branches.empty or forests is None:
+        return 0
+    values = loaders.feature_matrix(list(branches.index), FEATURE_VERSION).reindex(branches.index)
+    scores = forests.score(values, branches.to_numpy())
+    db.upsert(OutlierScore, scores, unique_fields=["oid", "version"], update_fields=["branch", "score", "is_outlier"])
+    return len(scores)
+
+
+@step_task("stamp_classifier")
+def stamp_classify(oids):
+    """ALeRCE's stamp classifier on the first alert of each new ZTF object (gpu queue; CPU when no GPU)."""
+    from .stamp_step import classify_new_objects  # TensorFlow loads only where this task runs
+
+    return classify_new_objects(loaders.of_survey(oids, "ztf"))
 
 
 @shared_task(name="pipeline.tasks.retry_pending_xmatch")

@@ -19,3 +19,10 @@ def require_shared(*parts):
 @pytest.fixture
 def shared_data():
     return require_shared()
+
+
+@pytest.fixture(autouse=True)
+def stamp_classifier_switch(request, settings):
+    """The stamp classifier (TensorFlow) joins the canvas only in tests marked ``stamp_classifier``,
+    so the other tests do not pay for loading TensorFlow."""
+    settings.STAMP_CLASSIFIER_ENABLED = request.node.get_closest_marker("stamp_classifier") is not None

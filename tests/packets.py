@@ -1,30 +1,56 @@
 """Independent counts of what real packets hold, straight from fastavro (to check the adapter and ingest)."""
+from collections import defaultdict
+
 import fastavro
 
 
 def same_night(prv):
-    """A history row's jd lies within a day of the night its pid encodes (night id = pid // 1e9, counted
-    from JD 2457754.5). Some rebroadcast packets break this (every prv jd set to one value); the adapter
-    drops those rows."""
+    """A history row's jd lies in the dark part of the night its pid encodes (night id = pid // 1e9,
+    counted from JD 2457754.5; the Sun is below Palomar's horizon from 0.028 to 0.622 of that UTC day)."""
     start = 2457754.5 + prv["pid"] // 10**9
-    return start - 1 <= prv["jd"] < start + 2
+    return start <= prv["jd"] < start + 0.65
+
+
+def fill_jds(prvs):
+    """jds that rows of different exposures (pids) share: a rebroadcaster's fill value."""
+    pids = defaultdict(set)
+    for prv in prvs:
+        pids[prv["jd"]].add(prv["pid"])
+    return {jd for jd, p in pids.items() if len(p) > 1}
 
 
 def expected_rows(folder):
     """Unique detections, upper limits and forced-photometry epochs, counted straight from the
     packets with fastavro."""
+    candids, limits, forced, _ = _rows(folder)
+    return candids, limits, forced
+
+
+def contested_candids(folder):
+    """candids that the histories of several objects claim, none of them its own alert (refused as
+    conflicts when they meet in one batch)."""
+    return _rows(folder)[3]
+
+
+def _rows(folder):
     candids, limits, forced = set(), set(), set()
+    claimed_by, own = defaultdict(set), set()
     for path in sorted(folder.glob("*.avro")):
         with open(path, "rb") as fh:
             for record in fastavro.reader(fh):
                 candids.add(record["candid"])
+                own.add(record["candid"])
                 for fp in record.get("fp_hists") or []:
                     forced.add((record["objectId"], fp["fid"], fp["jd"]))
-                for prv in record.get("prv_candidates") or []:
-                    if not same_night(prv):
+                prvs = record.get("prv_candidates") or []
+                fill = fill_jds(prvs)
+                for prv in prvs:
+                    if prv["jd"] in fill or not same_night(prv):
                         continue
                     if prv.get("candid") is not None:
                         candids.add(prv["candid"])
+                        claimed_by[prv["candid"]].add(record["objectId"])
                     elif prv.get("diffmaglim") is not None:
                         limits.add((record["objectId"], prv["fid"], prv["jd"]))
-    return candids, limits, forced
+    contested = {c for c, oids in claimed_by.items() if len(oids) > 1 and c not in own}
+    return candids, limits, forced, contested

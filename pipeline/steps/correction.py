@@ -21,15 +21,18 @@ cancel). ``dm_corr`` reads the difference flux as science minus reference, so th
 keeps the whole difference-flux error, the choice for extended hosts whose catalogued reference
 magnitude is not the flux under the PSF.
 
-Flags, per detection:
+Flags, per detection (first = the earliest detection, by mjd then candid, of the same oid and band
+in everything passed in: the task passes the object's whole stored light curve, so a batch that
+brings an earlier detection re-decides the flags of the stored ones):
     corrected = 0 <= distnr < 1.4 arcsec and magnr is present (the reference source is the transient's).
     dubious   = (not corrected and isdiffpos == -1)        negative flux with no source to subtract from
-              or corrected != corrected of the FIRST detection of the same (oid, fid)
-                                                           the reference changed under the light curve
-              or corrected and m_corr or dm_corr is NaN    the correction could not be computed
-The third clause is ours: ALeRCE writes an infinite error and does not flag it. It matters: the
-root's argument is negative whenever the reference is much brighter than the difference flux, which
-on the shared real ZTF packets is ~29% of corrected detections (804 of 2803).
+              or (first corrected and not corrected)       the reference changed under the light curve
+              or (first not corrected and corrected)
+              or (corrected and F <= 0 or F undefined)     the corrected magnitude does not exist
+The first three clauses are ALeRCE's rule as written; the last is ours (ALeRCE writes magnitude 100
+and does not flag it). A negative argument of the error's square root is not dubious: it leaves
+``dm_corr`` missing (with its ``corr_note``) and nothing else. On the shared real ZTF packets
+these flags mark 1.0% of corrected detections (2.1% of all) dubious (README, "Design notes").
 ZTF writes -999 for "no value" in the reference/PS1 columns; such values (and negative distances,
 magnitudes <= 0, negative errors, sgscore1 outside [0, 1]) are read as missing.
 """
@@ -38,7 +41,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-CORRECTION_VERSION = "correction-1.0.0"
+CORRECTION_VERSION = "correction-1.1.0"
 
 DISTANCE_THRESHOLD = 1.4  # arcsec: reference source (distnr) / PS1 source (distpsnr1) counts as "the" source
 SCORE_THRESHOLD = 0.4  # PS1 star-galaxy score (Tachibana & Miller 2018) above which a source is a star
@@ -131,12 +134,18 @@ def correct(detections: pd.DataFrame) -> pd.DataFrame:
         first_corrected = _first_in_group(detections, corrected, FIRST_KEYS).astype(bool)
     else:
         first_corrected = corrected
-    failed = corrected & (np.isnan(m_corr) | np.isnan(dm_corr))
     out["corrected"] = corrected
-    out["dubious"] = (~corrected & negative) | (corrected != first_corrected) | failed
+    out["dubious"] = dubious(corrected, first_corrected, negative, m_corr)
     out["corr_note"] = correction_notes(corrected, m_corr, dm_corr)
     out["step_id_corr"] = CORRECTION_VERSION
     return out
+
+
+def dubious(corrected, first_corrected, negative, m_corr):
+    """ALeRCE's three clauses plus ours (corrected but no corrected magnitude); see the module docstring."""
+    corrected, first_corrected, negative = (np.asarray(v, dtype=bool) for v in (corrected, first_corrected, negative))
+    no_magnitude = corrected & np.isnan(np.asarray(m_corr, dtype=float))
+    return (~corrected & negative) | (first_corrected & ~corrected) | (~first_corrected & corrected) | no_magnitude
 
 
 NOTE_NO_REFERENCE = "no reference source within 1.4 arcsec"
@@ -174,39 +183,59 @@ def is_stellar(detections: pd.DataFrame) -> pd.Series:
       PASP 130, 128001), 1 = star, and ALeRCE calls > 0.4 stellar; chinr < 2 with sharpnr in
       (-0.13, 0.1) is the point-source locus of DAOPHOT-style fits of the ZTF reference-image
       source, used only when PS1 has no source within the radius. (ALeRCE's current code writes
-      the sharpnr window as ``(min < s) < max``, which compares a bool; we apply the intended
-      two-sided window.)
+      the sharpnr window as ``(min < s) < max``, which compares a bool and is true exactly when s
+      is not above min; we apply the intended two-sided window.)
     Missing values never raise: a comparison with NaN is False.
     """
+    return _stellar(detections, ["oid"])
+
+
+def is_stellar_per_band(detections: pd.DataFrame) -> pd.Series:
+    """Per (oid, fid) (Series with that MultiIndex, bool): ``is_stellar``'s rule with near_ztf,
+    chinr and sharpnr from the band's first detection (ALeRCE's magstats ``stellar``: the flag of
+    the band's first detection). PS1 values are the object's, as in ``is_stellar``: ZTF does not
+    repeat them in prv_candidates, where ALeRCE reads their absence as "no PS1 source". The
+    object's flag equals the flag of the band that holds its first detection."""
+    return _stellar(detections, ["oid", "fid"])
+
+
+def _stellar(detections, keys, chained_sharpnr=False):
     if len(detections) == 0:
-        return pd.Series([], index=pd.Index([], name="oid"), dtype=bool, name="stellar")
+        index = pd.MultiIndex.from_arrays([[]] * len(keys), names=keys) if len(keys) > 1 else pd.Index(
+            [], name=keys[0])
+        return pd.Series([], index=index, dtype=bool, name="stellar")
     distnr, magnr, _ = _reference(detections)
     near_ztf = (distnr < DISTANCE_THRESHOLD) & magnr.notna()
     chinr = _as_float(detections, "chinr")
     sharpnr = _as_float(detections, "sharpnr")
-    stellar_ztf = (chinr < CHINR_THRESHOLD) & (sharpnr > SHARPNR_MIN) & (sharpnr < SHARPNR_MAX)
+    if chained_sharpnr:  # ALeRCE's ``(SHARPNR_MIN < s) < SHARPNR_MAX``: True iff not s > SHARPNR_MIN
+        in_window = ~(sharpnr > SHARPNR_MIN)
+    else:
+        in_window = (sharpnr > SHARPNR_MIN) & (sharpnr < SHARPNR_MAX)
+    stellar_ztf = (chinr < CHINR_THRESHOLD) & in_window
     distps = _as_float(detections, "distpsnr1")
     distps = distps.where(distps >= 0)
     sgscore = _as_float(detections, "sgscore1")
     sgscore = sgscore.where((sgscore >= 0) & (sgscore <= 1))
-    has_ps1 = distps.notna()
 
-    frame = pd.DataFrame({
-        "oid": detections["oid"].to_numpy(),
-        "mjd": pd.to_numeric(detections["mjd"], errors="coerce").to_numpy(dtype=float),
-        "tie": detections["candid"].to_numpy() if "candid" in detections.columns else 0,
-        "near_ztf": near_ztf.to_numpy(), "stellar_ztf": stellar_ztf.to_numpy(),
-        "ps1_rank": np.where(has_ps1, 0, 1),  # detections carrying PS1 data sort first
-        "distps": distps.to_numpy(), "sgscore": sgscore.to_numpy(),
-    })
-    by_time = frame.sort_values(["oid", "mjd", "tie"], kind="stable", na_position="last")
-    first = by_time.groupby("oid", sort=True)[["near_ztf", "stellar_ztf"]].first()
+    frame = pd.DataFrame({k: detections[k].to_numpy() for k in keys})
+    frame["mjd"] = pd.to_numeric(detections["mjd"], errors="coerce").to_numpy(dtype=float)
+    frame["tie"] = detections["candid"].to_numpy() if "candid" in detections.columns else 0
+    frame["near_ztf"] = near_ztf.to_numpy()
+    frame["stellar_ztf"] = stellar_ztf.to_numpy()
+    frame["ps1_rank"] = np.where(distps.notna(), 0, 1)  # detections carrying PS1 data sort first
+    frame["distps"] = distps.to_numpy()
+    frame["sgscore"] = sgscore.to_numpy()
+    by_time = frame.sort_values(keys + ["mjd", "tie"], kind="stable", na_position="last")
+    first = by_time.groupby(keys, sort=True)[["near_ztf", "stellar_ztf"]].first()
     ps1 = by_time.sort_values(["oid", "ps1_rank"], kind="stable").groupby("oid", sort=True)[
         ["distps", "sgscore"]].first()
-    near_ps1 = ps1["distps"] < DISTANCE_THRESHOLD
-    stellar_ps1 = ps1["sgscore"] > SCORE_THRESHOLD
-    stellar = first["near_ztf"] & ((near_ps1 & stellar_ps1) | (~near_ps1 & first["stellar_ztf"]))
-    return stellar.astype(bool).rename("stellar")
+    ps1 = ps1.reindex(first.index.get_level_values("oid"))
+    near_ps1 = ps1["distps"].to_numpy() < DISTANCE_THRESHOLD
+    stellar_ps1 = ps1["sgscore"].to_numpy() > SCORE_THRESHOLD
+    near_ztf, stellar_ztf = first["near_ztf"].to_numpy(bool), first["stellar_ztf"].to_numpy(bool)
+    stellar = near_ztf & ((near_ps1 & stellar_ps1) | (~near_ps1 & stellar_ztf))
+    return pd.Series(stellar, index=first.index, dtype=bool, name="stellar")
 
 
 def correct_objects(detections: pd.DataFrame):
@@ -234,3 +263,26 @@ def correct_objects(detections: pd.DataFrame):
     objects["step_id_corr"] = CORRECTION_VERSION
     objects = objects.rename_axis("oid").reset_index()
     return corrected, objects
+
+
+def flag_summary(corrected_detections: pd.DataFrame) -> dict:
+    """Counts behind the README's design notes, from ``correct`` output that keeps the reference and
+    PS1 columns: detections, corrected, dubious (all, among corrected), corrected without a magnitude or
+    without an error, and the objects and bands whose ``stellar`` differs under ALeRCE's chained
+    sharpnr comparison."""
+    det = corrected_detections
+    corrected = det["corrected"].fillna(False).astype(bool)
+    dubious_flags = det["dubious"].fillna(False).astype(bool)
+    summary = {
+        "detections": len(det), "corrected": int(corrected.sum()), "dubious": int(dubious_flags.sum()),
+        "dubious_corrected": int((dubious_flags & corrected).sum()),
+        "corrected_no_magnitude": int((corrected & det["magpsf_corr"].isna()).sum()),
+        "corrected_no_error": int((corrected & det["magpsf_corr"].notna() & det["sigmapsf_corr"].isna()).sum()),
+    }
+    for name, keys in (("objects", ["oid"]), ("bands", ["oid", "fid"])):
+        ours, theirs = _stellar(det, keys), _stellar(det, keys, chained_sharpnr=True)
+        summary[name] = len(ours)
+        summary[f"{name}_stellar"] = int(ours.sum())
+        summary[f"{name}_stellar_chained_sharpnr"] = int(theirs.sum())
+        summary[f"{name}_stellar_differs"] = int((ours != theirs).sum())
+    return summary

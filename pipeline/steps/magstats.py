@@ -9,15 +9,21 @@ Conventions:
 * magsigma is the population standard deviation (ddof=0, numpy's default, as ALeRCE).
 * The ``_corr`` twins (magmean_corr, ..., magfirst_corr, maglast_corr) use only detections that are
   ``corrected`` and have a finite magpsf_corr; with none they are NaN.
+* saturation_rate: corrected detections with magpsf_corr < 13.2 (ZTF's saturation threshold in
+  ALeRCE) over all corrected detections of the band, dubious ones included; NaN with none.
+* stellar, corrected: the flags of the band's first detection (ALeRCE);
+  ``correction.is_stellar_per_band``.
 * Missing is NaN, never a sentinel.
 """
 import numpy as np
 import pandas as pd
 
-from pipeline.steps.correction import CORRECTION_VERSION, correct_objects, is_stellar
+from pipeline.steps.correction import CORRECTION_VERSION, correct_objects, is_stellar_per_band
 
 KEYS = ["oid", "fid"]
 DT_MIN = 0.5  # days: a non-detection must precede the first detection by more than this (ALeRCE)
+SATURATION_MAG = 13.2  # ZTF: corrected magnitudes brighter than this count as saturated (ALeRCE)
+STELLAR_INPUTS = ["distnr", "magnr", "chinr", "sharpnr", "distpsnr1", "sgscore1"]
 _STATS = ["mean", "median", "max", "min", "sigma", "first", "last"]
 
 
@@ -39,15 +45,28 @@ def _mag_stats(ordered, column, suffix, keys=KEYS):
     return stats[_STATS].rename(columns={s: f"mag{s}{suffix}" for s in _STATS})
 
 
+def _saturation_rate(ordered):
+    """Per (oid, fid): corrected detections brighter than SATURATION_MAG / corrected detections; NaN
+    where the band has none. A corrected detection without magnitude counts in the denominator
+    only (ALeRCE stores it as magnitude 100)."""
+    corrected = ordered["corrected"].fillna(False).astype(bool).to_numpy()
+    mag = pd.to_numeric(ordered["magpsf_corr"], errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        saturated = corrected & (mag < SATURATION_MAG)
+    frame = ordered[KEYS].assign(_n=corrected.astype(int), _sat=saturated.astype(int))
+    counts = frame.groupby(KEYS, sort=True)[["_n", "_sat"]].sum()
+    return (counts["_sat"] / counts["_n"].where(counts["_n"] > 0)).astype(float)
+
+
 def _dmdt(ordered, non_detections):
     """dmdt_first, dm_first, sigmadm_first, dt_first per (oid, fid) from the non-detections.
 
     Among non-detections (diffmaglim) more than ``DT_MIN`` days before the first detection with a
     magpsf, pick the one minimising dmdt = (magfirst + sigmapsf_first - diffmaglim) / dt (the
     fastest brightening compatible with the limit, ALeRCE's choice). dm_first = magfirst -
-    diffmaglim, dt_first = mjd_first - mjd_nd. sigmadm_first = sigmapsf_first: the limit has no
-    error, so the detection's is the error of dm (ALeRCE's code stores sigmapsf_first - diffmaglim,
-    which is not an uncertainty).
+    diffmaglim, dt_first = mjd_first - mjd_nd, sigmadm_first = sigmapsf_first - diffmaglim: ALeRCE's
+    definition, kept for its name although it is not an uncertainty (the error of dm is
+    sigmapsf_first, the limit having none).
     """
     columns = ["dmdt_first", "dm_first", "sigmadm_first", "dt_first"]
     empty = pd.DataFrame(columns=columns, dtype=float, index=pd.MultiIndex.from_arrays([[], []], names=KEYS))
@@ -69,7 +88,7 @@ def _dmdt(ordered, non_detections):
     merged = nd.merge(first, on=KEYS, how="inner")
     merged["dt_first"] = merged["_mjd0"] - merged["_mjd"]
     merged["dm_first"] = merged["_m0"] - merged["_lim"]
-    merged["sigmadm_first"] = merged["_s0"]
+    merged["sigmadm_first"] = merged["_s0"] - merged["_lim"]
     merged["dmdt_first"] = (merged["_m0"] + merged["_s0"] - merged["_lim"]) / merged["dt_first"]
     merged = merged[(merged["dt_first"] > DT_MIN) & np.isfinite(merged["dmdt_first"].to_numpy())]
     if len(merged) == 0:
@@ -78,20 +97,21 @@ def _dmdt(ordered, non_detections):
     return best.set_index(KEYS)[columns]
 
 
-def magstats(detections_corrected: pd.DataFrame, non_detections: pd.DataFrame | None = None,
-             objects_flags: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (oid, fid) of ``correction.correct`` output (plus optional non-detections
-    with oid, fid, mjd, diffmaglim, and the objects' flags as ``correction.correct_objects`` gives
-    them: their ``stellar`` is used as is, else it is computed here with ``is_stellar``).
+def magstats(detections_corrected: pd.DataFrame, non_detections: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (oid, fid) of ``correction.correct`` output, which must keep the reference and
+    PS1 columns of ``STELLAR_INPUTS``; non_detections (optional) has oid, fid, mjd, diffmaglim.
 
     Columns: oid, fid, ndet, ndubious, [nrfid if the input has rfid], firstmjd, lastmjd,
-    mag{mean,median,max,min,sigma,first,last} and their _corr twins (see module docstring),
-    corrected (the band's first detection is corrected, as ALeRCE), stellar (the object's,
-    ``correction.is_stellar``), step_id_corr, dmdt_first, dm_first, sigmadm_first, dt_first.
+    mag{mean,median,max,min,sigma,first,last} and their _corr twins, saturation_rate, corrected and
+    stellar (of the band's first detection), step_id_corr, dmdt_first, dm_first, sigmadm_first,
+    dt_first (see the module docstring).
     """
     det = detections_corrected
     if len(det) == 0:
         return pd.DataFrame(columns=KEYS + ["ndet", "ndubious", "firstmjd", "lastmjd"])
+    missing = [c for c in STELLAR_INPUTS if c not in det.columns]
+    if missing:
+        raise KeyError(f"magstats needs the detection columns {missing} for the per-band stellar flag")
     ordered = _ordered(det)
     grouped = ordered.groupby(KEYS, sort=True)
     mjd = pd.to_numeric(ordered["mjd"], errors="coerce")
@@ -108,13 +128,9 @@ def magstats(detections_corrected: pd.DataFrame, non_detections: pd.DataFrame | 
     out = out.join(_mag_stats(ordered, "magpsf", ""))
     corr = ordered[ordered["corrected"].fillna(False).astype(bool).to_numpy()]
     out = out.join(_mag_stats(corr, "magpsf_corr", "_corr"))
+    out["saturation_rate"] = _saturation_rate(ordered)
     out["corrected"] = grouped["corrected"].first().fillna(False).astype(bool)
-    if objects_flags is not None:
-        stellar = objects_flags.set_index("oid")["stellar"]
-    else:
-        stellar = is_stellar(det)
-    oids = out.index.get_level_values("oid")
-    out["stellar"] = stellar.reindex(oids).fillna(False).astype(bool).to_numpy()
+    out["stellar"] = is_stellar_per_band(det).reindex(out.index).fillna(False).astype(bool)
     out["step_id_corr"] = CORRECTION_VERSION
     out = out.join(_dmdt(ordered, non_detections))
     for column in ["dmdt_first", "dm_first", "sigmadm_first", "dt_first"]:

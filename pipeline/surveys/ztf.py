@@ -27,6 +27,7 @@ Pure Python + fastavro; no Django, no Celery.
 import gzip
 import io
 import json
+import math
 import re
 import warnings
 import zlib
@@ -47,15 +48,44 @@ __all__ = [
 KNOWN_SCHEMA_VERSIONS = frozenset({None, "2.0", "3.0", "3.1", "3.2", "3.3", "3.5", "4.01", "4.02"})
 
 MJD_OFFSET = 2400000.5
-#: JD at which ZTF night id (nid) 0 starts: 2017-01-01T00:00 UTC. Checked on every real packet:
-#: jd - (NID_JD0 + pid // 10**9) lies in [0, 1) for every row ZTF wrote.
+#: JD at which ZTF night id (nid) 0 starts: 2017-01-01T00:00 UTC.
 NID_JD0 = 2457754.5
+#: Where in its night's UTC day (jd - NID_JD0 - nid) a row ZTF took can lie: the Sun is below
+#: Palomar's horizon between 0.028 (earliest sunset) and 0.622 (latest sunrise) of the day; the
+#: rows of every real packet in ../shared/data that were not rebroadcast span 0.069 to 0.579.
+NIGHT_WINDOW = (0.0, 0.65)
+
+#: Bounds on what one container may decode into: a ZTF packet is one record of at most a few
+#: hundred KB, so these are far above any real packet and far below what a crafted one could ask.
+MAX_RECORDS_PER_CONTAINER = 100
+MAX_DECODED_BYTES = 4 * 2**20
+#: Array items that can encode in fewer bytes could decode into far more memory than they take.
+MIN_ARRAY_ITEM_BYTES = 8
+_SCHEMA_CACHE_MAX_BYTES = 2**18
+
+#: Ids: a real ZTF objectId is "ZTF" + 2-digit year + 7 lowercase letters; the simulator's
+#: (``pipeline/simulate.py``) put "SIM" after "ZTF". candids are positive 64-bit integers.
+_ZTF_OID = re.compile(r"ZTF[0-9]{2}[a-z]{7}", re.ASCII)
+_SIMULATED_OID = re.compile(r"ZTFSIM[0-9]{2}[a-z]{7}", re.ASCII)
+MAX_CANDID = 2**63 - 1
+#: Longest string each column holds (tests check these against the models): a longer value is
+#: refused at parse time, never truncated by the database.
+STRING_LIMITS = {"rbversion": 16, "drbversion": 16, "ssnamenr": 32, "procstatus": 64, "publisher": 128}
+#: Integer columns of 32 bits; every other integer is a 64-bit Avro long; everything else copied is a float.
+INT32_FIELDS = frozenset({"nneg", "nbad", "field", "rcid", "programid", "nmtchps", "ndethist", "ncovhist"})
+INT64_FIELDS = frozenset({"pid", "objectidps1", "objectidps2", "objectidps3"})
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_NOT_FLOAT_FIELDS = INT32_FIELDS | INT64_FIELDS | frozenset(STRING_LIMITS)
+_CHECKED_INT_FIELDS = INT32_FIELDS | frozenset(STRING_LIMITS)
 
 #: Values ZTF writes for "no value" in float/long fields (-999 candidate, -99999 history rows).
 MISSING_SENTINELS = frozenset({-99.0, -999.0, -9999.0, -99999.0})
+_INFINITIES = frozenset({math.inf, -math.inf})
+#: An optional float that is a sentinel or infinite holds no value (NaN is caught apart).
+_NO_VALUE_FLOATS = MISSING_SENTINELS | _INFINITIES
 #: Forced-photometry fluxes can be legitimately negative: only -99999 means "none" there.
 _FLUX_FIELDS = frozenset({"forcediffimflux", "forcediffimfluxunc"})
-_FLUX_SENTINELS = frozenset({-99999.0})
+_FLUX_SENTINELS = frozenset({-99999.0}) | _INFINITIES
 
 _REQUIRED_CANDIDATE = ("jd", "fid", "ra", "dec", "magpsf", "sigmapsf")
 _REQUIRED_PRV_DETECTION = ("jd", "fid", "ra", "dec", "magpsf", "sigmapsf")
@@ -94,13 +124,28 @@ OBJECT_KEYS = ("oid", "ndethist", "ncovhist", "mjdstarthist", "mjdendhist", "ra"
 CUTOUT_FIELDS = {"science": "cutoutScience", "template": "cutoutTemplate", "difference": "cutoutDifference"}
 
 
-_SIMULATED_OID = re.compile(r"^ZTFSIM\d{2}[a-z]{7}$")
-
-
 def is_simulated_oid(oid: str) -> bool:
     """True for the simulator's ids (``ZTFSIM`` + yy + 7 letters); never true for a real ZTF id
     (``ZTF`` + yy + 7 letters)."""
-    return bool(_SIMULATED_OID.match(oid))
+    return bool(_SIMULATED_OID.fullmatch(oid))
+
+
+def is_valid_oid(oid) -> bool:
+    """A real ZTF objectId or one the simulator writes, nothing else (no other length, no Unicode digits)."""
+    return isinstance(oid, str) and bool(_ZTF_OID.fullmatch(oid) or _SIMULATED_OID.fullmatch(oid))
+
+
+def is_valid_candid(candid) -> bool:
+    return candid.__class__ is int and 0 < candid <= MAX_CANDID
+
+
+def _shown(value, limit=40):
+    """A bounded repr of an untrusted value, for reasons and logs."""
+    text = repr(value)
+    if len(text) > limit:
+        size = f"{len(value)} characters" if isinstance(value, (str, bytes)) else type(value).__name__
+        text = f"{text[:limit]}... ({size})"
+    return text
 
 
 def jd_to_mjd(jd):
@@ -171,28 +216,91 @@ def _read_header(data):
     return meta, sync, pos
 
 
+_PRIMITIVE_MIN_BYTES = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8, "bytes": 1, "string": 1}
+
+
+class _SchemaWalk:
+    """Minimum encoded size of every type of a writer schema, and the check that no array or map
+    holds items smaller than ``MIN_ARRAY_ITEM_BYTES`` (a few bytes must not decode into gigabytes)."""
+
+    def __init__(self):
+        self.named = {}
+        self.active = set()
+
+    def min_bytes(self, t, namespace=""):
+        if isinstance(t, str):
+            if t in _PRIMITIVE_MIN_BYTES:
+                return _PRIMITIVE_MIN_BYTES[t]
+            name = t if "." in t or not namespace else f"{namespace}.{t}"
+            key = name if name in self.named else t
+            if key in self.active:  # recursive type: at least a union index on the way down
+                return 1
+            return self.named.get(key, 1)
+        if isinstance(t, list):
+            sizes = [self.min_bytes(branch, namespace) for branch in t]
+            return 1 + (min(sizes) if sizes else 0)
+        if not isinstance(t, dict):
+            raise _Corrupt(f"writer schema holds an unknown type {_shown(t)}")
+        kind = t.get("type")
+        if kind in ("array", "map"):
+            items = t.get("items") if kind == "array" else t.get("values")
+            if self.min_bytes(items, namespace) < MIN_ARRAY_ITEM_BYTES:
+                raise BadAlert(
+                    f"writer schema declares an {kind} of items that encode in under {MIN_ARRAY_ITEM_BYTES} bytes: "
+                    "a small packet could decode into unbounded memory"
+                )
+            return 1
+        if kind in ("record", "error", "enum", "fixed"):
+            name = t.get("name", "")
+            ns = t.get("namespace", namespace) if "." not in name else name.rpartition(".")[0]
+            full = name if "." in name or not ns else f"{ns}.{name}"
+            self.active.update((full, name))
+            if kind == "enum":
+                size = 1
+            elif kind == "fixed":
+                size = int(t.get("size", 0))
+            else:
+                size = sum(self.min_bytes(f.get("type"), ns) for f in t.get("fields", ()))
+            self.active.difference_update((full, name))
+            self.named[full] = self.named[name] = size
+            return size
+        return self.min_bytes(kind, namespace)
+
+
 def _parsed_schema(raw):
     parsed = _SCHEMA_CACHE.get(raw)
     if parsed is None:
         try:
-            parsed = fastavro.parse_schema(json.loads(raw))
-        except Exception as exc:  # json or schema errors, whatever their type
+            schema = json.loads(raw)
+        except Exception as exc:
             raise _Corrupt(f"writer schema in the header does not parse ({type(exc).__name__}: {exc})") from None
-        if len(_SCHEMA_CACHE) >= _SCHEMA_CACHE_MAX:
-            _SCHEMA_CACHE.clear()
-        _SCHEMA_CACHE[raw] = parsed
+        _SchemaWalk().min_bytes(schema)
+        try:
+            parsed = fastavro.parse_schema(schema)
+        except Exception as exc:  # schema errors, whatever their type
+            raise _Corrupt(f"writer schema in the header does not parse ({type(exc).__name__}: {exc})") from None
+        if len(raw) <= _SCHEMA_CACHE_MAX_BYTES:
+            if len(_SCHEMA_CACHE) >= _SCHEMA_CACHE_MAX:
+                _SCHEMA_CACHE.clear()
+            _SCHEMA_CACHE[raw] = parsed
     return parsed
 
 
-def _decode_blocks(data, parsed, sync, pos, deflate):
+def _decode_blocks(data, parsed, sync, pos, deflate, max_records, max_bytes):
     n = len(data)
     records = []
     reader = fastavro.schemaless_reader
+    decoded = 0
     while pos < n:
         count, pos = _read_long(data, pos)
         size, pos = _read_long(data, pos)
         if count < 0 or size < 0:
             raise _Corrupt(f"negative block count or size at offset {pos}")
+        if len(records) + count > max_records:
+            raise BadAlert(
+                f"Avro container holds more than {max_records} records (a block of {count}); "
+                "a ZTF packet holds one: refused whole"
+            )
         end = pos + size
         if end + _SYNC_SIZE > n:
             raise _Corrupt(f"block of {size} bytes at offset {pos} runs past the end of the data ({n} bytes)")
@@ -200,7 +308,16 @@ def _decode_blocks(data, parsed, sync, pos, deflate):
             raise _Corrupt(f"sync marker mismatch after the block at offset {pos}")
         block = data[pos:end]
         if deflate:
-            block = zlib.decompress(block, -15)
+            inflater = zlib.decompressobj(-15)
+            block = inflater.decompress(block, max_bytes - decoded + 1)
+            if inflater.unconsumed_tail or len(block) > max_bytes - decoded:
+                raise BadAlert(
+                    f"Avro container decompresses to more than {max_bytes} bytes "
+                    f"({size} compressed bytes at offset {pos}): refused whole"
+                )
+        decoded += len(block)
+        if decoded > max_bytes:
+            raise BadAlert(f"Avro container holds more than {max_bytes} bytes of records: refused whole")
         fo = io.BytesIO(block)
         for _ in range(count):
             records.append(reader(fo, parsed, None))
@@ -210,13 +327,14 @@ def _decode_blocks(data, parsed, sync, pos, deflate):
     return records
 
 
-def decode_container(data):
+def decode_container(data, max_records=MAX_RECORDS_PER_CONTAINER, max_bytes=MAX_DECODED_BYTES):
     """Decode an Avro object container (one or more records) into a list of dicts.
 
     Fast path: the header is read here and the writer schema is parsed once per distinct schema
-    (cached), then each block is decoded with fastavro's schemaless reader; codecs other than
-    null/deflate go through ``fastavro.reader``. Raises ``BadAlert`` for empty bytes, data that
-    is not an Avro container, and truncated or corrupt containers.
+    (cached), then each block is decoded with fastavro's schemaless reader. Raises ``BadAlert`` for
+    empty bytes, data that is not an Avro container, truncated or corrupt containers, codecs other
+    than null/deflate (ZTF writes null), and containers over the bounds: more than ``max_records``
+    records, more than ``max_bytes`` of decompressed blocks, arrays of items too small to bound.
     """
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
@@ -235,10 +353,11 @@ def decode_container(data):
         if raw_schema is None:
             raise _Corrupt("header has no avro.schema")
         codec = meta.get(b"avro.codec", b"null")
-        if codec in (b"null", b"deflate"):
-            records = _decode_blocks(data, _parsed_schema(raw_schema), sync, pos, codec == b"deflate")
-        else:
-            records = list(fastavro.reader(io.BytesIO(data)))
+        if codec not in (b"null", b"deflate"):
+            raise BadAlert(f"Avro codec {_shown(codec.decode('latin-1'))} is not supported (ZTF packets use null or deflate)")
+        records = _decode_blocks(
+            data, _parsed_schema(raw_schema), sync, pos, codec == b"deflate", max_records, max_bytes
+        )
     except BadAlert:
         raise
     except _Corrupt as exc:
@@ -253,25 +372,58 @@ def decode_container(data):
 # --------------------------------------------------------------------------------------------
 # Record -> plain records
 # --------------------------------------------------------------------------------------------
-def _clean(value):
-    """None for null, NaN, ZTF "no value" sentinels and the string 'null'; else the value."""
+class _BadValue(Exception):
+    """Internal: a value of the wrong type or size for its column (the caller says where)."""
+
+
+def _clean(value, name=""):
+    """None for null, NaN, infinities, ZTF "no value" sentinels and the string 'null'; else the value.
+
+    Raises ``_BadValue`` for a value its column cannot hold: a string longer than
+    ``STRING_LIMITS[name]`` or in a numeric column, an integer out of its column's range, a float
+    in an integer column, any other type.
+    """
     cls = value.__class__
     if cls is float:
-        if value != value or value in MISSING_SENTINELS:
+        if value != value or value in _NO_VALUE_FLOATS:
             return None
+        if name in _NOT_FLOAT_FIELDS:
+            raise _BadValue(f"{name} is a float ({value!r}); its column holds {'text' if name in STRING_LIMITS else 'integers'}")
     elif cls is int:
         if value in MISSING_SENTINELS:
             return None
+        if name in _CHECKED_INT_FIELDS:
+            if name in STRING_LIMITS:
+                raise _BadValue(f"{name} is an integer; its column holds text")
+            if not _INT32_MIN <= value <= _INT32_MAX:
+                raise _BadValue(f"{name} = {value} does not fit a 32-bit integer")
     elif cls is str:
         if value == "null" or value == "":
             return None
+        limit = STRING_LIMITS.get(name)
+        if limit is None:
+            raise _BadValue(f"{name} is text ({_shown(value)}); its column holds numbers")
+        if len(value) > limit:
+            raise _BadValue(f"{name} is {len(value)} characters long; its column holds at most {limit}")
+    elif value is not None:
+        raise _BadValue(f"{name} has type {type(value).__name__}")
     return value
 
 
-def _clean_flux(value):
+def _clean_flux(value, name=""):
     if value is None or value != value or value in _FLUX_SENTINELS:
         return None
+    if value.__class__ is not float and value.__class__ is not int:
+        raise _BadValue(f"{name} has type {type(value).__name__}")
     return value
+
+
+def _copied(row, keys, where, oid, candid):
+    """``{key: cleaned value}`` for ``keys`` of ``row``; a value its column cannot hold is a BadAlert."""
+    try:
+        return {k: _clean(row.get(k), k) for k in keys}
+    except _BadValue as exc:
+        raise BadAlert(f"bad value in {where}: {exc}", oid, candid) from None
 
 
 def _required(row, name, where, oid, candid):
@@ -285,33 +437,51 @@ def _required(row, name, where, oid, candid):
         raise BadAlert(f"bad type in required field {where}.{name}: {type(value).__name__}", oid, candid)
     if value != value:
         raise BadAlert(f"NaN in required field {where}.{name}", oid, candid)
+    if value in _INFINITIES:
+        raise BadAlert(f"infinite value in required field {where}.{name}", oid, candid)
     if value in MISSING_SENTINELS:
         raise BadAlert(f"sentinel {value!r} in required field {where}.{name}", oid, candid)
     return value
 
 
 def _usable(row, names):
-    """True when every one of ``names`` holds a real number (no null, NaN or sentinel)."""
+    """True when every one of ``names`` holds a real, finite number (no null, NaN, sentinel or infinity)."""
     for name in names:
         v = row.get(name)
-        if v is None or v.__class__ is bool or v != v or v in MISSING_SENTINELS:
+        if v.__class__ is not float and v.__class__ is not int or v != v or v in _NO_VALUE_FLOATS:
             return False
     return True
 
 
+def _on_sky(row):
+    """ra in [0, 360) and |dec| <= 90 (degrees)."""
+    return 0.0 <= row["ra"] < 360.0 and -90.0 <= row["dec"] <= 90.0
+
+
 def _night_ok(jd, pid, nid=None):
-    """Whether ``jd`` falls in (a day either side of) the row's night: its ``nid`` where the schema
-    carries one, else the night id that ZTF encodes in the first digits of ``pid``."""
+    """Whether ``jd`` falls in the dark part (``NIGHT_WINDOW``) of the row's night: its ``nid`` where
+    the schema carries one, else the night id that ZTF encodes in the first digits of ``pid``."""
     if nid is None or nid.__class__ is not int:
         if pid is None or pid.__class__ is not int or pid < 10**9:
             return True
         nid = pid // 10**9
     offset = jd - (NID_JD0 + nid)
-    return -1.0 <= offset < 2.0
+    return NIGHT_WINDOW[0] <= offset < NIGHT_WINDOW[1]
 
 
-def _detection(row, candid, oid, parent_candid, has_stamp):
-    det = {k: _clean(row.get(k)) for k in _DETECTION_COPIED}
+def _shared_jds(rows):
+    """jds carried by history rows of different exposures (pids): no exposure shares its instant with
+    another, so such a jd is a rebroadcaster's fill value, wrong for every row that carries it."""
+    pids_by_jd = {}
+    for row in rows:
+        jd, pid = row.get("jd"), row.get("pid")
+        if jd is not None and pid is not None:
+            pids_by_jd.setdefault(jd, set()).add(pid)
+    return {jd for jd, pids in pids_by_jd.items() if len(pids) > 1}
+
+
+def _detection(row, candid, oid, parent_candid, has_stamp, where):
+    det = _copied(row, _DETECTION_COPIED, where, oid, parent_candid)
     det["candid"] = candid
     det["oid"] = oid
     det["mjd"] = row["jd"] - MJD_OFFSET
@@ -322,10 +492,13 @@ def _detection(row, candid, oid, parent_candid, has_stamp):
     return det
 
 
-def _forced_photometry(row, oid, parent_candid):
-    fp = {k: _clean(row.get(k)) for k in _FP_COPIED}
-    for k in _FLUX_FIELDS:
-        fp[k] = _clean_flux(row.get(k))
+def _forced_photometry(row, oid, parent_candid, where):
+    fp = _copied(row, _FP_COPIED, where, oid, parent_candid)
+    try:
+        for k in _FLUX_FIELDS:
+            fp[k] = _clean_flux(row.get(k), k)
+    except _BadValue as exc:
+        raise BadAlert(f"bad value in {where}: {exc}", oid, parent_candid) from None
     fp["oid"] = oid
     fp["mjd"] = row["jd"] - MJD_OFFSET
     fp["parent_candid"] = parent_candid
@@ -334,7 +507,7 @@ def _forced_photometry(row, oid, parent_candid):
 
 def _group(cand, keys, oid, candid, ignore=()):
     """A catalogue group (ps1/gaia/ss) or None when it holds no value."""
-    values = {k: _clean(cand.get(k)) for k in keys[2:]}
+    values = _copied(cand, keys[2:], "candidate", oid, candid)
     if all(v is None for k, v in values.items() if k not in ignore):
         return None
     return {"oid": oid, "candid": candid, **values}
@@ -344,6 +517,8 @@ def _stamp(cutout):
     if not cutout:
         return None
     data = cutout.get("stampData")
+    if data is not None and not isinstance(data, bytes):
+        return None
     return data or None
 
 
@@ -351,51 +526,93 @@ def parse_record(record):
     """One decoded ZTF alert -> ``ParsedAlert`` (see the module docstring for the policies).
 
     Raises ``BadAlert`` for records that are not ZTF alerts (no ``candidate``), unknown
-    ``schemavsn``, and missing/null/NaN/sentinel values in the required fields.
+    ``schemavsn``, ids that are not ZTF's, missing/null/NaN/infinite/sentinel values in the required
+    fields, positions off the sky, and values their column cannot hold (wrong type, too long, out of range).
     """
+    try:
+        return _parse_record(record)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a crafted writer schema's odd types
+        oid = record.get("objectId") if isinstance(record, dict) else None
+        candid = record.get("candid") if isinstance(record, dict) else None
+        raise BadAlert(f"malformed record: {type(exc).__name__}: {_shown(str(exc), 120)}",
+                       oid if is_valid_oid(oid) else None, candid if is_valid_candid(candid) else None) from None
+
+
+def _parse_record(record):
     if not isinstance(record, dict):
         raise BadAlert(f"unknown schema: record is a {type(record).__name__}, not a ZTF alert")
     cand = record.get("candidate")
-    oid = record.get("objectId")
-    candid = record.get("candid")
-    oid = oid if isinstance(oid, str) else None
-    candid = candid if candid.__class__ is int else None
+    raw_oid = record.get("objectId")
+    raw_candid = record.get("candid")
+    oid = raw_oid if is_valid_oid(raw_oid) else None
+    candid = raw_candid if is_valid_candid(raw_candid) else None
     if not isinstance(cand, dict):
         fields = ", ".join(sorted(map(str, record))[:8])
-        raise BadAlert(f"unknown schema: not a ZTF alert (no 'candidate' record; fields: {fields})", oid, candid)
+        raise BadAlert(f"unknown schema: not a ZTF alert (no 'candidate' record; fields: {_shown(fields, 120)})", oid, candid)
     vsn = record.get("schemavsn")
-    if vsn not in KNOWN_SCHEMA_VERSIONS:
-        raise BadAlert(f"unknown schema: ZTF schemavsn {vsn!r} is not one this adapter knows", oid, candid)
-    if not oid:
+    if vsn.__class__ is not str and vsn is not None or vsn not in KNOWN_SCHEMA_VERSIONS:
+        raise BadAlert(f"unknown schema: ZTF schemavsn {_shown(vsn)} is not one this adapter knows", oid, candid)
+    if not raw_oid:
         raise BadAlert("missing required field objectId", None, candid)
-    if candid is None:
+    if oid is None:
+        raise BadAlert(
+            f"objectId {_shown(raw_oid)} is not a ZTF id ('ZTF' + 2 digits + 7 lowercase letters)", None, candid
+        )
+    if raw_candid is None or "candid" not in record:
         raise BadAlert("missing required field candid", oid, None)
+    if candid is None:
+        raise BadAlert(f"candid {_shown(raw_candid)} is not a positive 64-bit integer", oid, None)
+    publisher = record.get("publisher")
+    if publisher is not None and (publisher.__class__ is not str or len(publisher) > STRING_LIMITS["publisher"]):
+        raise BadAlert(
+            f"publisher {_shown(publisher)} is not text of at most {STRING_LIMITS['publisher']} characters", oid, candid
+        )
     for name in _REQUIRED_CANDIDATE:
         _required(cand, name, "candidate", oid, candid)
     if cand["fid"] not in _FIDS:
-        raise BadAlert(f"bad value in required field candidate.fid: {cand['fid']!r}", oid, candid)
+        raise BadAlert(f"bad value in required field candidate.fid: {_shown(cand['fid'])}", oid, candid)
+    if not _on_sky(cand):
+        raise BadAlert(f"candidate position off the sky: ra {cand['ra']!r}, dec {cand['dec']!r}", oid, candid)
+    if cand.get("isdiffpos") not in _ISDIFFPOS:
+        raise BadAlert(f"bad value in required field candidate.isdiffpos: {_shown(cand.get('isdiffpos'))}", oid, candid)
     if cand.get("candid", candid) != candid:
-        raise BadAlert(f"candid mismatch: packet {candid}, candidate {cand.get('candid')}", oid, candid)
+        raise BadAlert(f"candid mismatch: packet {candid}, candidate {_shown(cand.get('candid'))}", oid, candid)
 
     cutouts = {key: _stamp(record.get(name)) for key, name in CUTOUT_FIELDS.items()}
-    detection = _detection(cand, candid, oid, candid, cutouts["science"] is not None)
+    detection = _detection(cand, candid, oid, candid, cutouts["science"] is not None, "candidate")
 
+    history = record.get("prv_candidates") or ()
+    if not isinstance(history, (list, tuple)):
+        raise BadAlert(f"prv_candidates is a {type(history).__name__}, not a list", oid, candid)
+    shared = _shared_jds(row for row in history if isinstance(row, dict) and row.get("jd").__class__ is float)
     prv_detections, non_detections, forced = [], [], []
-    dropped_ul = dropped_det = off_night = incomplete = 0
-    for row in record.get("prv_candidates") or ():
+    dropped_ul = dropped_det = off_night = shared_jd = incomplete = off_sky = bad_candid = 0
+    for i, row in enumerate(history):
+        if not isinstance(row, dict):
+            raise BadAlert(f"prv_candidates[{i}] is a {type(row).__name__}, not a record", oid, candid)
+        where = f"prv_candidates[{i}]"
         if "candid" not in row and "forcediffimflux" in row:  # schema 3.5: forced photometry
             if _usable(row, ("jd",)) and row.get("fid") in _FIDS:
-                forced.append(_forced_photometry(row, oid, candid))
+                forced.append(_forced_photometry(row, oid, candid, where))
+            else:
+                incomplete += 1
             continue
-        is_detection = row.get("candid") is not None
+        row_candid = row.get("candid")
+        is_detection = row_candid is not None
         jd = row.get("jd")
-        if jd is not None and not _night_ok(jd, row.get("pid"), row.get("nid")):
+        if is_detection and not is_valid_candid(row_candid):
+            bad_candid += 1
+        elif jd in shared:
+            shared_jd += 1
+        elif _usable(row, ("jd",)) and not _night_ok(jd, row.get("pid"), row.get("nid")):
             off_night += 1
         elif row.get("fid") not in _FIDS:
             incomplete += 1
-        elif is_detection and _usable(row, _REQUIRED_PRV_DETECTION):
-            prv_detections.append(_detection(row, row["candid"], oid, candid, False))
-            continue
+        elif is_detection and _usable(row, _REQUIRED_PRV_DETECTION) and row.get("isdiffpos") in _ISDIFFPOS:
+            if _on_sky(row):
+                prv_detections.append(_detection(row, row_candid, oid, candid, False, where))
+                continue
+            off_sky += 1
         elif not is_detection and _usable(row, ("jd", "diffmaglim")):
             non_detections.append({
                 "oid": oid, "fid": row["fid"], "mjd": row["jd"] - MJD_OFFSET,
@@ -408,24 +625,38 @@ def parse_record(record):
             dropped_det += 1
         else:
             dropped_ul += 1
-    for row in record.get("fp_hists") or ():
+    fp_hists = record.get("fp_hists") or ()
+    if not isinstance(fp_hists, (list, tuple)):
+        raise BadAlert(f"fp_hists is a {type(fp_hists).__name__}, not a list", oid, candid)
+    for i, row in enumerate(fp_hists):
+        if not isinstance(row, dict):
+            raise BadAlert(f"fp_hists[{i}] is a {type(row).__name__}, not a record", oid, candid)
         if _usable(row, ("jd",)) and row.get("fid") in _FIDS:
-            forced.append(_forced_photometry(row, oid, candid))
+            forced.append(_forced_photometry(row, oid, candid, f"fp_hists[{i}]"))
+        else:
+            incomplete += 1
 
     notes = []
+    if shared_jd:
+        notes.append(f"dropped {shared_jd} prv_candidates whose jd is shared by rows of different exposures (pid)")
     if off_night:
         notes.append(f"dropped {off_night} prv_candidates whose jd lies outside the night encoded in their pid")
     if incomplete:
         notes.append(
-            f"dropped {incomplete} prv_candidates lacking jd, fid or photometry "
-            "(upper limits need diffmaglim; detections need ra, dec, magpsf, sigmapsf)"
+            f"dropped {incomplete} history rows lacking jd, fid or photometry "
+            "(upper limits need diffmaglim; detections need ra, dec, magpsf, sigmapsf, isdiffpos)"
         )
+    if off_sky:
+        notes.append(f"dropped {off_sky} prv_candidates with a position off the sky")
+    if bad_candid:
+        notes.append(f"dropped {bad_candid} prv_candidates whose candid is not a positive 64-bit integer")
 
-    jdstart, jdend = _clean(cand.get("jdstarthist")), _clean(cand.get("jdendhist"))
+    hist = _copied(cand, ("ndethist", "ncovhist", "jdstarthist", "jdendhist"), "candidate", oid, candid)
+    jdstart, jdend = hist["jdstarthist"], hist["jdendhist"]
     object_fields = {
         "oid": oid,
-        "ndethist": _clean(cand.get("ndethist")),
-        "ncovhist": _clean(cand.get("ncovhist")),
+        "ndethist": hist["ndethist"],
+        "ncovhist": hist["ncovhist"],
         "mjdstarthist": None if jdstart is None else jdstart - MJD_OFFSET,
         "mjdendhist": None if jdend is None else jdend - MJD_OFFSET,
         "ra": cand["ra"],
@@ -435,7 +666,7 @@ def parse_record(record):
         oid=oid,
         candid=candid,
         schemavsn=vsn,
-        publisher=record.get("publisher"),
+        publisher=publisher,
         detection=detection,
         prv_detections=prv_detections,
         non_detections=non_detections,

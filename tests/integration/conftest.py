@@ -49,6 +49,7 @@ def broker_env(settings, tmp_path):
 
     settings.ALERT_ARCHIVE_URL = str(tmp_path / "archive")
     settings.XMATCH_LOCAL_INDEX = str(tmp_path / "catalogs" / "allwise.npz")
+    settings.OUTPUT_STREAM_URL = ""  # tests that read the output stream point it at their own Redis db
     backends.archive.cache_clear()
     backends.xmatch_backend.cache_clear()
     yield tmp_path

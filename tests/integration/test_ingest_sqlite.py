@@ -12,7 +12,7 @@ from pipeline.models import (
 )
 from pipeline.runner import ingest_paths
 from tests.conftest import require_shared
-from tests.packets import expected_rows
+from tests.packets import contested_candids, expected_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,11 +32,24 @@ def test_real_packets_twice_change_nothing(broker_env):
     assert table_counts() == after_first
     n_files = len(list(folder.glob("*.avro")))
     assert first.alerts_read == second.alerts_read == n_files
-    assert first.quarantined == 0 and not first.step_failures, first.report()
+    assert not first.step_failures, first.report()
     assert (second.new_objects, second.detections, second.non_detections) == (0, 0, 0)
-    assert second.duplicates_skipped == n_files
+    assert second.duplicates_skipped == n_files and second.conflicts == 0 and second.quarantined == 0
+
+    # Rebroadcast packets (Fink's 2023 stream) disagree with each other on some candids: every
+    # conflict is counted and kept in the quarantine, one entry per packet that delivered a losing copy.
+    reasons = list(Quarantine.objects.values_list("reason", flat=True))
+    assert first.quarantined == len(reasons) > 0
+    assert all(re.match(r"\d+ conflicting cop(y|ies) of a detection: candid ", r) for r in reasons), reasons
+    assert first.conflicts == sum(int(r.split()[0]) for r in reasons)
+    # Candids that two objects' histories claim, neither its own alert, met in one batch: none is stored.
+    contested = contested_candids(folder)
+    assert len(contested) == 15 and not Detection.objects.filter(candid__in=contested).exists()
+    both = [r for r in reasons if "and is the own alert of none of them" in r]
+    assert len(both) == 2 and all(r.startswith(f"{len(contested)} conflicting copies") for r in both)
 
     candids, limits, forced = expected_rows(folder)
+    candids -= contested
     assert after_first["Detection"] == len(candids) == first.detections
     assert after_first["NonDetection"] == len(limits) == first.non_detections
     assert after_first["ForcedPhotometry"] == len(forced) == first.forced_photometry > 0
@@ -50,9 +63,11 @@ def test_real_packets_twice_change_nothing(broker_env):
     # The canvas ran on every batch: correction, magstats, and cross-match (queued: no local index).
     assert set(StepTiming.objects.values_list("step", flat=True)) >= {"ingest", "correct", "magstats", "xmatch"}
     assert MagStats.objects.values("oid").distinct().count() == after_first["Object"]
-    # Per-band stats carry the object's stellar flag as the correction step set it.
+    # Per-band stellar is the band's first detection's; the band holding the object's first detection
+    # carries the object's flag as the correction step set it.
     assert MagStats.objects.filter(stellar=True).exists()
-    assert not MagStats.objects.exclude(stellar=F("oid__stellar")).exists()
+    assert MagStats.objects.exclude(stellar=F("oid__stellar")).exists()
+    assert not MagStats.objects.filter(firstmjd=F("oid__firstmjd")).exclude(stellar=F("oid__stellar")).exists()
     assert not Detection.objects.filter(corrected__isnull=True).exists()
     # Every detection has corrected photometry or the reason why not.
     assert not Detection.objects.filter(magpsf_corr__isnull=True, corr_note="").exists()

@@ -51,7 +51,12 @@ def bad_night(broker_env):
     (night / "truncated.avro").write_bytes(packets[1].read_bytes()[: len(packets[1].read_bytes()) // 2])
     (night / "corrupt.avro").write_bytes(b"Obj\x01" + bytes(range(256)) * 4)
     (night / "notes.avro").write_text("this is a text file, not an alert\n")
-    (night / "rubin.avro").write_bytes(lsst.read_bytes())
+    with open(lsst, "rb") as fh:  # a Rubin packet whose band is none of ugrizy
+        reader = fastavro.reader(fh)
+        rubin_schema, rubin = reader.writer_schema, next(reader)
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(rubin_schema), [dict(rubin, diaSource=dict(rubin["diaSource"], band="w"))])
+    (night / "rubin.avro").write_bytes(out.getvalue())
     with open(packets[2], "rb") as fh:
         reader = fastavro.reader(fh)
         schema, record = reader.writer_schema, next(reader)
@@ -75,7 +80,7 @@ EXPECTED = {
     "truncated.avro": "truncated",
     "corrupt.avro": "corrupt",
     "notes.avro": "not an avro",
-    "rubin.avro": "schema",
+    "rubin.avro": "band 'w'",
     "no_magpsf.avro": "magpsf",
     "nan_ra.avro": "ra",
     "unknown_schema.avro": "9.99",

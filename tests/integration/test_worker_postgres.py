@@ -34,9 +34,11 @@ def farm(tmp_path):
         os.environ,
         DATABASE_URL=f"{pg_url}/{name}",
         CELERY_BROKER_URL=f"{redis_url}/11",
+        OUTPUT_STREAM_URL=f"{redis_url}/11?stream=out-{suffix}",  # this test's db, flushed at the end
         ALERT_ARCHIVE_URL=str(tmp_path / "archive"),
         XMATCH_LOCAL_INDEX=str(tmp_path / "no_index.npz"),
         BROKER_VAR_DIR=str(tmp_path / "var"),
+        STAMP_CLASSIFIER="off",  # no gpu-queue worker here; test_stamp_worker.py adds one
         **{f"BROKER_QUEUE_{q.upper()}": f"{q}-{suffix}" for q in ("ingest", "io", "cpu", "gpu")},
     )
     env.pop("DJANGO_SETTINGS_MODULE", None)

@@ -248,3 +248,77 @@ def test_real_packets_row_by_row(ztf_detections):
 def ztf_detections():
     from tests.unit.test_magstats import load_packets
     return load_packets()[0]
+
+
+def test_dubious_clauses_one_by_one():
+    """Each of ALeRCE's three clauses and ours, hand-made; the error's square root failing is not one."""
+    rows = [
+        # A, g: first corrected. 1 fine; 2 not corrected -> dubious (first corrected, this not)
+        _det("A", 1, 1.0, 0.3, candid=1), _det("A", 1, 2.0, 2.0, candid=2),
+        # A, r: first not corrected. 3 fine (negative? no); 4 corrected -> dubious (first not, this is)
+        _det("A", 2, 1.0, 2.0, candid=3), _det("A", 2, 2.0, 0.3, candid=4),
+        # B, g: never corrected. 5 positive fine; 6 negative without reference -> dubious
+        _det("B", 1, 1.0, 2.0, candid=5), _det("B", 1, 2.0, 2.0, isdiffpos=-1, candid=6),
+        # B, r: always corrected. 7 negative but total flux positive: fine;
+        # 8 reference 17.0 minus difference 16.9: total flux negative -> dubious (ours)
+        _det("B", 2, 1.0, 0.3, isdiffpos=-1, magpsf=19.0, candid=7),
+        _det("B", 2, 2.0, 0.3, isdiffpos=-1, magpsf=16.9, candid=8),
+        # C, g: corrected, reference error 0.05 at 15 mag exceeds difference error 0.01 at 18 mag:
+        # sigmapsf_corr undefined, nothing else
+        _det("C", 1, 1.0, 0.3, magpsf=18.0, sigmapsf=0.01, magnr=15.0, sigmagnr=0.05, candid=9),
+    ]
+    out = correct(_frame(rows)).set_index("candid")
+    assert out["dubious"].to_dict() == {1: False, 2: True, 3: False, 4: True, 5: False, 6: True, 7: False,
+                                        8: True, 9: False}
+    # hand values: 7 is 10^(-6.8) - 10^(-7.6) in flux, 8 is 10^(-6.8) - 10^(-6.76) < 0
+    assert out.loc[7, "magpsf_corr"] == pytest.approx(-2.5 * math.log10(10 ** -6.8 - 10 ** -7.6), abs=1e-12)
+    assert np.isnan(out.loc[8, "magpsf_corr"]) and out.loc[8, "corr_note"] == correction.NOTE_FLUX_NOT_POSITIVE
+    # 9: (10^-7.2 * 0.01)^2 - (10^-6 * 0.05)^2 < 0
+    assert np.isnan(out.loc[9, "sigmapsf_corr"]) and out.loc[9, "corr_note"] == correction.NOTE_NEGATIVE_VARIANCE
+    assert out.loc[9, "magpsf_corr"] == pytest.approx(-2.5 * math.log10(10 ** -6 + 10 ** -7.2), abs=1e-12)
+    assert out.loc[9, "sigmapsf_corr_ext"] == pytest.approx(10 ** -7.2 * 0.01 / (10 ** -6 + 10 ** -7.2), rel=1e-12)
+
+
+def test_first_is_the_whole_light_curve_not_the_batch():
+    """A band's first detection is the earliest of everything stored: an earlier, uncorrected detection
+    arriving later (an older alert ingested late) makes the stored corrected ones dubious."""
+    stored = [_det("A", 1, 10.0, 0.3, candid=10), _det("A", 1, 11.0, 0.3, candid=11)]
+    assert not correct(_frame(stored))["dubious"].any()
+    earlier = _det("A", 1, 5.0, 2.0, candid=5)
+    out = correct(_frame(stored + [earlier])).set_index("candid")
+    assert out["dubious"].to_dict() == {10: True, 11: True, 5: False}
+
+
+def test_real_packets_dubious_rule(ztf_detections):
+    """On real packets: dubious is exactly ALeRCE's clauses (restated here) plus 'no corrected magnitude';
+    a failed error root is common there and flags nothing."""
+    out = correct(ztf_detections)
+    order = out.sort_values(["oid", "fid", "mjd", "candid"])
+    first = order.groupby(["oid", "fid"])["corrected"].transform("first").reindex(out.index)
+    corr, neg = out["corrected"], out["isdiffpos"] == -1
+    want = (~corr & neg) | (first & ~corr) | (~first & corr) | (corr & out["magpsf_corr"].isna())
+    assert (out["dubious"] == want).all()
+    root_failed = corr & out["magpsf_corr"].notna() & out["sigmapsf_corr"].isna()
+    assert root_failed.sum() > 0.2 * corr.sum()
+    assert not out.loc[root_failed & (first == corr), "dubious"].any()
+    assert (out["dubious"] & corr).sum() < 0.03 * corr.sum()
+
+
+def test_flag_summary_and_alerce_chained_sharpnr():
+    """ALeRCE's ``(-0.13 < s) < 0.1`` compares a bool with 0.1: True exactly where s > -0.13 is False."""
+    rows = [
+        _det("P", 1, 1.0, 0.3, sharpnr=0.05, candid=1),   # point-like: ours stellar, chained not
+        _det("Q", 1, 1.0, 0.3, sharpnr=-0.2, candid=2),   # ours not, chained stellar
+        _det("R", 1, 1.0, 0.3, sharpnr=0.3, candid=3),    # neither
+        _det("R", 2, 1.0, 2.0, isdiffpos=-1, candid=4),   # not corrected, negative: dubious
+        _det("S", 1, 1.0, 0.3, magpsf=16.9, isdiffpos=-1, candid=5),  # no corrected magnitude: dubious
+        _det("T", 1, 1.0, 0.3, magpsf=18.0, sigmapsf=0.01, magnr=15.0, sigmagnr=0.05, sharpnr=0.5, candid=6),
+    ]
+    summary = correction.flag_summary(correct(_frame(rows)))
+    assert summary == {
+        "detections": 6, "corrected": 5, "dubious": 2, "dubious_corrected": 1, "corrected_no_magnitude": 1,
+        "corrected_no_error": 1,
+        # stellar: ours P and S (sharpnr 0), chained only Q: sharpnr 0 is outside ALeRCE's chained window
+        "objects": 5, "objects_stellar": 2, "objects_stellar_chained_sharpnr": 1, "objects_stellar_differs": 3,
+        "bands": 6, "bands_stellar": 2, "bands_stellar_chained_sharpnr": 1, "bands_stellar_differs": 3,
+    }

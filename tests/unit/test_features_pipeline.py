@@ -121,3 +121,38 @@ def test_benchmark_reports_throughput_and_group_costs():
     report = features.benchmark(detections, non_detections, objects, repeat=1)
     assert report["objects"] == 4 and report["objects_per_s"] > 0
     assert {"periodic", "spm", "context"} <= set(report["seconds_per_group"])
+
+
+def _shuffled(frame, seed):
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def test_values_do_not_depend_on_the_order_of_the_input_rows():
+    detections, non_detections, objects, allwise = _batch()
+    # two detections of STAR at the same mjd and band with the same rb but different magnitudes
+    twin = detections[detections["oid"] == "STAR"].iloc[[10]].copy()
+    twin[["candid", "magpsf", "magpsf_corr"]] = [1, twin["magpsf"].iloc[0] + 0.4, twin["magpsf_corr"].iloc[0] + 0.4]
+    detections = pd.concat([detections, twin], ignore_index=True)
+    first = compute_features(detections, non_detections, objects, allwise).values.sort_index()
+    for seed in (1, 2, 3):
+        again = compute_features(_shuffled(detections, seed), _shuffled(non_detections, seed),
+                                 _shuffled(objects, seed), allwise).values.sort_index()
+        pd.testing.assert_frame_equal(first, again, check_exact=True)
+    # the lower candid wins the tie: the twin (candid 1) is the point used
+    kept = compute_features(detections[detections["candid"] != 1], non_detections, objects, allwise).values
+    assert not kept.loc["STAR"].equals(first.loc["STAR"])
+
+
+def test_values_of_real_light_curves_do_not_depend_on_row_order():
+    from tests.conftest import require_shared
+
+    folder = require_shared("labeled", "alerce_extractor_reference")
+    detections = pd.read_csv(folder / "detections.csv")
+    detections["candid"] = np.arange(len(detections))
+    # the same mjd twice in a band, equal rb: the case that made values change between runs
+    assert detections.duplicated(["oid", "fid", "mjd"]).any()
+    objects = pd.read_csv(folder / "objects.csv")[["oid", "corrected"]].assign(stellar=True)
+    non_detections = pd.read_csv(folder / "non_detections.csv")
+    first = compute_features(detections, non_detections, objects).values.sort_index()
+    again = compute_features(_shuffled(detections, 7), _shuffled(non_detections, 7), objects).values.sort_index()
+    pd.testing.assert_frame_equal(first, again, check_exact=True)

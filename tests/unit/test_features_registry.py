@@ -39,3 +39,17 @@ def test_groups_declare_the_shared_contract():
         assert isinstance(module.PER_BAND, bool)
         assert module.FEATURES
     assert registry.ALERCE_NOT_PRODUCED == ()
+
+
+def test_feature_report_registry_shows_which_definitions_are_ours():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("feature_report", registry=True, stdout=out)
+    rows = {line.split("|")[1].strip(): line for line in out.getvalue().splitlines() if line.startswith("| ")}
+    assert "| definition |" in rows["name"]
+    assert "ours, not ALeRCE's: our SPM fit" in rows["SPM_A_1"]
+    assert rows["Multiband_period"].rstrip().endswith("| ALeRCE |")
+    assert len(rows) == 1 + len(registry.FEATURE_NAMES)

@@ -58,7 +58,7 @@ def test_real_packets_magstats_against_loop(real):
     assert len(det) > 3000 and det["oid"].nunique() > 500
     got = magstats(corrected, nd).set_index(["oid", "fid"])
     assert len(got) == corrected.groupby(["oid", "fid"]).ngroups
-    checked_dmdt = 0
+    checked_dmdt = checked_saturated = 0
     for (oid, fid), group in corrected.groupby(["oid", "fid"]):
         group = group.sort_values(["mjd", "candid"])
         row = got.loc[(oid, fid)]
@@ -73,6 +73,14 @@ def test_real_packets_magstats_against_loop(real):
         np.testing.assert_allclose(row[[n + "_corr" for n in names]].to_numpy(float), want, rtol=1e-12,
                                    equal_nan=True)
         assert row["corrected"] == group["corrected"].iloc[0]
+        assert row["stellar"] == _stellar_loop(group, objects=corrected[corrected["oid"] == oid])
+        n_corr = int(group["corrected"].sum())
+        n_sat = int((group["corrected"] & (group["magpsf_corr"] < 13.2)).sum())
+        if n_corr:
+            assert row["saturation_rate"] == n_sat / n_corr
+            checked_saturated += n_sat
+        else:
+            assert np.isnan(row["saturation_rate"])
         assert row["step_id_corr"] == CORRECTION_VERSION
         # dmdt: loop over this band's non-detections
         limits = nd[(nd["oid"] == oid) & (nd["fid"] == fid)]
@@ -83,22 +91,24 @@ def test_real_packets_magstats_against_loop(real):
             if dt > 0.5:
                 dmdt = (m0 + s0 - lim.diffmaglim) / dt
                 if best is None or dmdt < best[0]:
-                    best = (dmdt, m0 - lim.diffmaglim, s0, dt)
+                    best = (dmdt, m0 - lim.diffmaglim, s0 - lim.diffmaglim, dt)
         cols = ["dmdt_first", "dm_first", "sigmadm_first", "dt_first"]
         if best is None:
             assert row[cols].isna().all()
         else:
             checked_dmdt += 1
             np.testing.assert_allclose(row[cols].to_numpy(float), best, rtol=1e-12)
-    assert checked_dmdt > 50
+    assert checked_dmdt > 50 and checked_saturated > 0
 
 
-def _stellar_loop(group):
-    """Scalar restatement of the documented stellar rule for one object."""
+def _stellar_loop(group, objects=None):
+    """Scalar restatement of the documented stellar rule for one object (or one band of it: the
+    reference terms from ``group``'s first detection, PS1 from the object's detections ``objects``)."""
     group = group.sort_values(["mjd", "candid"])
+    objects = group if objects is None else objects.sort_values(["mjd", "candid"])
     first = group.iloc[0]
     near_ztf = 0 <= first["distnr"] < 1.4
-    ps1 = group[group["distpsnr1"].notna() & (group["distpsnr1"] >= 0)]
+    ps1 = objects[objects["distpsnr1"].notna() & (objects["distpsnr1"] >= 0)]
     near_ps1 = len(ps1) > 0 and ps1["distpsnr1"].iloc[0] < 1.4
     star_ps1 = len(ps1) > 0 and ps1["sgscore1"].iloc[0] > 0.4
     star_ztf = first["chinr"] < 2 and -0.13 < first["sharpnr"] < 0.1
@@ -180,7 +190,8 @@ def test_hand_made_colours_first_last_and_dmdt():
     assert x_g["magsigma"] == pytest.approx(np.std([17.0, 18.0, 19.0]))  # population std
     assert (x_g["firstmjd"], x_g["lastmjd"], x_g["ndet"]) == (1.0, 5.0, 3)
     assert x_g["dmdt_first"] == pytest.approx(-1.9) and x_g["dt_first"] == pytest.approx(1.0)
-    assert x_g["dm_first"] == pytest.approx(-2.0) and x_g["sigmadm_first"] == pytest.approx(0.1)
+    # ALeRCE's sigmadm_first: sigmapsf of the first detection minus the chosen limit, 0.1 - 20
+    assert x_g["dm_first"] == pytest.approx(-2.0) and x_g["sigmadm_first"] == pytest.approx(-19.9)
     assert ms.loc[("X", 2), ["dmdt_first", "dm_first", "sigmadm_first", "dt_first"]].isna().all()
     assert ms.loc[("X", 2), "magfirst"] == 18.5 and ms.loc[("X", 2), "maglast"] == 18.0
     assert ms.loc[("Z", 2), ["magmean_corr", "magfirst_corr", "magsigma_corr"]].isna().all()
@@ -232,9 +243,50 @@ def test_large_random_batch_counts_add_up():
     assert (stats.set_index(["oid", "fid"])["ndet"].sort_index() == counts.sort_index()).all()
 
 
-def test_stellar_comes_from_the_objects_flags_when_given():
-    det = correct(pd.DataFrame([_det("X", 1, 1.0, 18.0, 1), _det("X", 2, 2.0, 18.5, 2), _det("Y", 1, 1.5, 19.0, 3)]))
-    flags = pd.DataFrame({"oid": ["X", "Y"], "corrected": [False, False], "stellar": [True, False]})
-    stats = magstats(det, None, flags).set_index(["oid", "fid"])
-    assert stats["stellar"].to_dict() == {("X", 1): True, ("X", 2): True, ("Y", 1): False}
-    assert magstats(det)["stellar"].all()  # computed here: every source is a PS1 star under the reference
+def test_stellar_per_band_from_the_bands_first_detection():
+    """ALeRCE's magstats stellar: the flag of the band's first detection; PS1 values are the object's."""
+    rows = [
+        # X, g: first detection on a point-like reference with no PS1 source near -> stellar
+        _det("X", 1, 1.0, 18.0, 1), _det("X", 1, 3.0, 18.0, 3, distnr=5.0),
+        # X, r: first detection far from any reference -> not stellar, although a later one is near
+        _det("X", 2, 2.0, 18.5, 2, distnr=3.0), _det("X", 2, 4.0, 18.5, 4),
+        # Y, g: first detection's reference is extended (sharpnr 0.3); the later point-like one does not count
+        _det("Y", 1, 1.0, 19.0, 10), _det("Y", 1, 2.0, 19.0, 11),
+        # Y, r: point-like reference, no PS1 source near -> stellar; it is also Y's first detection
+        _det("Y", 2, 0.5, 19.5, 9),
+    ]
+    df = pd.DataFrame(rows)
+    df["sgscore1"], df["distpsnr1"] = np.nan, np.nan  # as in prv_candidates
+    df.loc[df["candid"] == 1, ["sgscore1", "distpsnr1"]] = [0.9, 5.0]  # X's own candidate: PS1 star 5" away
+    df.loc[df["candid"] == 10, ["sgscore1", "distpsnr1", "sharpnr"]] = [0.9, 3.0, 0.3]
+    det, objects = correct_objects(df)
+    stats = magstats(det).set_index(["oid", "fid"])
+    assert stats["stellar"].to_dict() == {("X", 1): True, ("X", 2): False, ("Y", 1): False, ("Y", 2): True}
+    # the object's flag is that of the band holding its first detection
+    assert objects.set_index("oid")["stellar"].to_dict() == {"X": True, "Y": True}
+    # Y's only PS1 values (in a g detection) now place a galaxy within 1.4": the r band, whose rows carry
+    # no PS1 values, reads them too and is no longer stellar
+    df.loc[df["candid"] == 10, ["sgscore1", "distpsnr1"]] = [0.1, 0.5]
+    stats = magstats(correct(df)).set_index(["oid", "fid"])
+    assert not stats.loc[("Y", 2), "stellar"] and not stats.loc[("Y", 1), "stellar"]
+    with pytest.raises(KeyError, match="chinr"):
+        magstats(correct(df).drop(columns=["chinr"]))
+
+
+def test_saturation_rate_counts_corrected_detections():
+    """saturated / corrected per band: 13.2 is the threshold, a corrected detection without magnitude counts
+    only in the denominator, uncorrected detections in neither; NaN with no corrected detection."""
+    rows = [
+        # X, g: 4 corrected; magpsf_corr 12.9 and 13.0 saturated, 13.5 not, one with negative total flux
+        _det("X", 1, 1.0, 13.0, 1, magnr=25.0), _det("X", 1, 2.0, 13.1, 2, magnr=25.0),
+        _det("X", 1, 3.0, 13.5, 3, magnr=25.0), _det("X", 1, 4.0, 16.0, 4, magnr=17.0, isdiffpos=-1),
+        _det("X", 1, 5.0, 12.0, 5, distnr=5.0),  # bright but uncorrected: not counted
+        # X, r: nothing corrected -> NaN
+        _det("X", 2, 1.0, 12.0, 6, distnr=5.0),
+    ]
+    det = correct(pd.DataFrame(rows))
+    mags = det.set_index("candid")["magpsf_corr"]
+    assert mags[1] < 13.2 and mags[2] < 13.2 and 13.2 < mags[3] and np.isnan(mags[4]) and np.isnan(mags[5])
+    stats = magstats(det).set_index(["oid", "fid"])
+    assert stats.loc[("X", 1), "saturation_rate"] == 2 / 4
+    assert np.isnan(stats.loc[("X", 2), "saturation_rate"])

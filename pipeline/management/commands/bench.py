@@ -17,11 +17,14 @@ class Command(BaseCommand):
     help = (
         "Benchmarks. `bench ingest`: alerts/s of bare fastavro decoding (the ceiling), parsing, archiving, and "
         "the full ingest into SQLite and PostgreSQL, plus per-step latency. `bench features`: objects/s of the "
-        "light-curve features, per group."
+        "light-curve features, per group. `bench classify`: objects/s of the light-curve classifier from stored "
+        "features (one core) and its per-alert cost on a replayed real night. `bench stamps`: alerts/s of the stamp "
+        "classifier's cutout decoding + preprocessing and inference, per CPU core (--threads) or on a GPU."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "pipeline", "pipeline-play"])
+        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "classify", "stamps", "pipeline",
+                                             "pipeline-play"])
         parser.add_argument("--alerts", type=int, default=3000, help="Replayed alerts (ingest)")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--data", nargs="+", default=[str(bench.SHARED_DATA / "ztf_alerts")], help="Folders of real packets")
@@ -37,6 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--cpu-concurrency", type=int, default=3, help="Processes of the cpu worker (pipeline)")
         parser.add_argument("--warmup", type=int, default=100, help="Uncounted alerts played first (pipeline)")
         parser.add_argument("--png", help="Cumulative distribution of the latencies (pipeline)")
+        parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (stamps)")
+        parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024], help="Inference batches (stamps)")
 
     def handle(self, *args, what, **opts):
         if what == "ingest":
@@ -52,6 +57,14 @@ class Command(BaseCommand):
             if opts["png"] and lat:
                 timing.plot_cdf(lat, opts["png"], title=f"{figures['alerts']} replayed alerts at {opts['rate']:g}/s")
             self.stdout.write(json.dumps(figures))
+        elif what == "classify":
+            from pipeline.management.commands._bench_classify import run_classify_bench
+
+            run_classify_bench(self.stdout, opts, self)
+        elif what == "stamps":
+            from pipeline.management.commands._bench_stamps import run_stamp_bench
+
+            run_stamp_bench(self.stdout, opts)
         elif what == "ingest-db":
             self.stdout.write(json.dumps(self.ingest_db(opts["packets"], opts["batch_size"], opts["repeat"])))
         else:

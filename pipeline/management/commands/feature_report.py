@@ -9,7 +9,8 @@ from pipeline.steps.features.registry import feature_table
 class Command(BaseCommand):
     help = (
         "How many objects miss each light-curve feature, and why (feature x reason counts); "
-        "--registry lists every feature with its group, band, unit and meaning."
+        "--registry lists every feature with its group, band, unit, meaning and whether the definition is "
+        "ALeRCE's or ours."
     )
 
     def add_arguments(self, parser):
@@ -18,9 +19,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, feature_version, registry, **opts):
         if registry:
-            self.stdout.write(f"Light-curve features {FEATURE_VERSION}\n\n| name | group | band | unit | meaning |\n|---|---|---|---|---|")
-            for name, group, band, meaning, unit in feature_table():
-                self.stdout.write(f"| {name} | {group} | {'gr'[band - 1] if band else ''} | {unit} | {meaning} |")
+            self.stdout.write(f"Light-curve features {FEATURE_VERSION}\n\n"
+                              "| name | group | band | unit | meaning | definition |\n|---|---|---|---|---|---|")
+            for name, group, band, meaning, unit, definition in feature_table():
+                self.stdout.write(f"| {name} | {group} | {'gr'[band - 1] if band else ''} | {unit} | {meaning} | {definition} |")
             return
         version = feature_version
         rows = (

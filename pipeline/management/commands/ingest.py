@@ -4,20 +4,43 @@ from django.core.management.base import BaseCommand, CommandError
 from pipeline.farm import BrokerLost
 from pipeline.locks import database_writer
 from pipeline.runner import ingest_paths, step_report
+from pipeline.sources import Limits
 
 
 class Command(BaseCommand):
-    help = "Ingest ZTF Avro alerts (files, folders, nightly .tar.gz archives) and run each batch's pipeline."
+    help = ("Ingest Avro alerts (ZTF or Rubin; files, folders, nightly .tar.gz archives, or a live Kafka stream "
+            "with --kafka) and run each batch's pipeline.")
 
     def add_arguments(self, parser):
-        parser.add_argument("paths", nargs="+")
+        parser.add_argument("paths", nargs="*")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--no-pipeline", action="store_true", help="Store the alerts only; run no later step")
         parser.add_argument("--no-wait", action="store_true",
                             help="With workers: return once the batches are queued (then `manage.py wait`)")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--max-packet-bytes", type=int, default=Limits.max_packet_bytes,
+                            help="Largest file or archive member read as a packet (larger: quarantined, a prefix kept)")
+        parser.add_argument("--max-night-bytes", type=int, default=Limits.max_night_bytes,
+                            help="Most bytes one archive may expand to; reading stops there, and says so")
+        parser.add_argument("--kafka", metavar="HOST:PORT", help="Consume a Kafka stream instead of files")
+        parser.add_argument("--topic", action="append", help="Kafka topic (repeatable), e.g. ztf_20251101_programid1")
+        parser.add_argument("--group", help="Kafka consumer group: offsets are committed per group")
+        parser.add_argument("--stop-when-idle", type=float, default=None, metavar="SECONDS",
+                            help="Kafka: stop after this long without a message (default: run until SIGTERM)")
 
     def handle(self, *args, **opts):
+        if opts["kafka"]:
+            if not (opts["topic"] and opts["group"]) or opts["paths"]:
+                raise CommandError("--kafka needs --topic and --group, and no paths")
+            from pipeline.kafka_ingest import KafkaIngest
+
+            summary = KafkaIngest(opts["kafka"], opts["topic"], opts["group"], batch_size=opts["batch_size"],
+                                  pipeline=not opts["no_pipeline"], progress=not opts["no_progress"],
+                                  stop_when_idle=opts["stop_when_idle"]).run()
+            self.stdout.write(summary.report())
+            return
+        if not opts["paths"]:
+            raise CommandError("give files, folders or archives to ingest, or --kafka HOST:PORT")
         try:
             with database_writer("ingest", self.stderr):
                 summary = ingest_paths(
@@ -26,6 +49,7 @@ class Command(BaseCommand):
                     pipeline=not opts["no_pipeline"],
                     wait=not opts["no_wait"],
                     progress=not opts["no_progress"],
+                    limits=Limits(max_packet_bytes=opts["max_packet_bytes"], max_night_bytes=opts["max_night_bytes"]),
                 )
         except BrokerLost as exc:
             self.stdout.write(exc.summary.report())
@@ -37,3 +61,7 @@ class Command(BaseCommand):
         self.stdout.write(summary.report())
         if not opts["no_wait"]:
             self.stdout.write(step_report(summary.batch_ids))
+        if summary.failed:  # exit status 1: a path was missing or a batch's steps failed
+            problems = [f"{len(summary.missing)} missing path(s)"] * bool(summary.missing)
+            problems += [f"steps failed in {len(summary.step_failures)} batch(es)"] * bool(summary.step_failures)
+            raise CommandError("ingest incomplete: " + ", ".join(problems))

@@ -61,6 +61,18 @@ def _positive(isdiffpos):
     return values > 0
 
 
+def _quartiles(values):
+    """25th and 75th percentiles, linear interpolation (as ``np.percentile``), without its overhead."""
+    ordered = np.sort(values)
+    out = []
+    for q in (0.25, 0.75):
+        position = q * (ordered.size - 1)
+        low = int(position)
+        high = min(low + 1, ordered.size - 1)
+        out.append(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
+    return out
+
+
 def compute_band(mjd, magpsf, sigmapsf, isdiffpos, nd_mjd, nd_diffmaglim):
     """Basic features of one band of one object.
 
@@ -81,7 +93,7 @@ def compute_band(mjd, magpsf, sigmapsf, isdiffpos, nd_mjd, nd_diffmaglim):
     n_pos = int(positive.sum())
     first_mag = mag[0]
     min_mag = mag.min()
-    q25, q75 = np.percentile(mag, (25.0, 75.0))
+    q25, q75 = _quartiles(mag)
     out = {
         "n_det": float(n_det),
         "n_pos": float(n_pos),

@@ -5,13 +5,17 @@ groups name their features in full and may say a feature's band in ``BAND_OF``).
 as ``"text [unit]"`` gives the unit. ``FEATURE_NAMES`` follows the column order of ALeRCE's public
 feature table (Sánchez-Sáez et al. 2021: 178 names), then any feature of ours that ALeRCE lacks.
 ``ALERCE_NOT_PRODUCED`` lists the ALeRCE names that no group produces (empty when complete).
+
+A feature whose definition is deliberately ours, not ALeRCE's (a group's ``OURS``: base name ->
+reason), carries that reason in ``FeatureSpec.ours``; ``definition`` says "ALeRCE" or "ours, not
+ALeRCE's: <reason>" (for reports and the API). The parity test skips those features.
 """
 import importlib
 import re
 from dataclasses import dataclass
 
 
-FEATURE_VERSION = "features-1.0.0"
+FEATURE_VERSION = "features-1.1.0"  # 1.1: ALeRCE's MHAOV periodogram; harmonics on every band
 BANDS = (1, 2)
 
 # module names of the groups, in the order the orchestrator runs them
@@ -64,6 +68,11 @@ class FeatureSpec:
     band: object  # 1, 2 or None
     meaning: str
     unit: str
+    ours: str = ""  # why the definition is ours, not ALeRCE's; empty: ALeRCE's definition
+
+    @property
+    def definition(self):
+        return f"ours, not ALeRCE's: {self.ours}" if self.ours else "ALeRCE"
 
 
 def _load_groups():
@@ -81,13 +90,14 @@ def _specs(groups):
     specs = []
     for module in groups.values():
         band_of = getattr(module, "BAND_OF", {})
+        ours = getattr(module, "OURS", {})
         for base, description in module.FEATURES.items():
             meaning, unit = _meaning_and_unit(description)
             if module.PER_BAND:
-                specs.extend(FeatureSpec(f"{base}_{band}", module.GROUP, band, meaning, unit)
+                specs.extend(FeatureSpec(f"{base}_{band}", module.GROUP, band, meaning, unit, ours.get(base, ""))
                              for band in BANDS)
             else:
-                specs.append(FeatureSpec(base, module.GROUP, band_of.get(base), meaning, unit))
+                specs.append(FeatureSpec(base, module.GROUP, band_of.get(base), meaning, unit, ours.get(base, "")))
     return specs
 
 
@@ -103,6 +113,9 @@ if len(_SPECS) != len(FEATURES):
     raise RuntimeError("two feature groups declare the same feature name")
 
 
+OURS = tuple(name for name, spec in FEATURES.items() if spec.ours)
+
+
 def feature_table():
-    """The registry as rows (name, group, band, meaning, unit), e.g. for docs or the dashboard."""
-    return [(s.name, s.group, s.band, s.meaning, s.unit) for s in FEATURES.values()]
+    """The registry as rows (name, group, band, meaning, unit, definition), e.g. for docs or the API."""
+    return [(s.name, s.group, s.band, s.meaning, s.unit, s.definition) for s in FEATURES.values()]

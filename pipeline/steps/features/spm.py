@@ -12,8 +12,12 @@ with ``t`` in days since the band's first detection. Flux is in mJy as in ALeRCE
 (``10 ** (-(m + 48.6) / 2.5 + 26)``), signed by ``isdiffpos``; the flux error is
 ``flux(m - sigma) - flux(m)`` (ALeRCE). Bounds (ALeRCE): A in [max/3, 3 max], t0 in [-50, 50],
 gamma, tau_rise, tau_fall in [1, 100], beta in [0, 1]. Like ALeRCE, the fit is unweighted least
-squares from a guess informed by the peak (ALeRCE's phase-II guess), solved by a projected
-Levenberg-Marquardt with analytic Jacobian vectorised over many bands at once (``fit_batch``):
+squares. The fit itself is ours (registry: "ours, not ALeRCE's"): ALeRCE's v1 extractor
+(``SNModelScipy``) starts from t0 = -5, gamma = the band's time span, tau_rise = half the time of
+the peak, tau_fall = 40 and stops ``curve_fit`` at the loose ``ftol = A_guess / 20``; we start from
+t0 = 2/3 and gamma = 1 x the time of the peak (tau_rise, tau_fall and A as ALeRCE) and iterate to a
+relative tolerance of 1e-5, which reaches a lower squared error on most bands. It is solved by a
+projected Levenberg-Marquardt with analytic Jacobian vectorised over many bands at once (``fit_batch``):
 ``scipy.optimize.least_squares(method='trf')`` reaches the same optima but costs ~10 ms per band.
 A fit fails (``FIT_FAILED``) when its parameters or cost are not finite. ``SPM_chi`` is ALeRCE's
 reduced chi-squared, ``sum((F - f)^2 / (err + 0.01)^2) / (n - 6)``.
@@ -36,6 +40,8 @@ FEATURES = {
     "SPM_tau_fall": "fall time scale of the SN parametric model [d]",
     "SPM_chi": "reduced chi-squared of the SN parametric model fit (ALeRCE: errors + 0.01 mJy)",
 }
+OURS = {name: "our SPM fit (start point and tolerance) reaches a lower squared error than ALeRCE's "
+             "curve_fit with ftol = A/20, so the parameters differ" for name in FEATURES}
 PARAMETERS = ("SPM_A", "SPM_t0", "SPM_gamma", "SPM_beta", "SPM_tau_rise", "SPM_tau_fall")
 NO_POSITIVE_FLUX = "no_positive_flux"
 SIGMOID_FACTOR = 1.0 / 3.0
@@ -96,7 +102,7 @@ def _columns(x):
 
 
 def initial_guess(t, flux):
-    """Bounds and start point from the peak (ALeRCE's ``SNModelScipyPhaseII`` guess)."""
+    """Bounds (ALeRCE's) and our start point from the peak (not ALeRCE's v1 guess; see the module)."""
     i = int(np.argmax(flux))
     peak, t_peak = flux[i], t[i]
     lower, upper = _LOWER.copy(), _UPPER.copy()
