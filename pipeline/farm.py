@@ -163,3 +163,19 @@ def summary(batch_ids=None):
         if state in (BatchCanvas.FAILED, BatchCanvas.NOT_LAUNCHED):
             failures.append(f"batch {batch_id} {state}: {error}")
     return counts, failures
+
+
+STEP_FAILURE_SOURCE = "step "  # Quarantine.source of an object a step could not process (tasks.quarantine_object)
+
+
+def step_quarantines(batch_ids):
+    """One line per batch whose steps quarantined objects (the rest of the batch went on)."""
+    from .models import Quarantine
+
+    lines = {}
+    rows = Quarantine.objects.filter(batch_id__in=list(batch_ids), source__startswith=STEP_FAILURE_SOURCE)
+    for batch_id, step, oid, reason in rows.order_by("batch_id", "step", "oid").values_list(
+        "batch_id", "step", "oid", "reason"
+    ):
+        lines.setdefault(batch_id, []).append(f"{oid} at {step}: {reason[:200]}")
+    return [f"batch {b}: {len(v)} object(s) quarantined, e.g. {v[0]}" for b, v in lines.items()]

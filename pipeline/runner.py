@@ -44,6 +44,8 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, lim
     if wait and launched and not farm.eager():
         farm.wait(launched)
         total.step_failures.extend(farm.summary(launched)[1])
+    if wait and launched:  # objects a step could not process count as that batch's failure
+        total.step_failures.extend(farm.step_quarantines(launched))
     return total
 
 

@@ -84,6 +84,7 @@ def quarantine_object(step, oid, batch_id, exc):
     reason = f"{step} failed: {type(exc).__name__}: {exc}"[:4000]
     log.error("quarantined object %s at step %s: %s", oid, step, reason, exc_info=exc)
     digest = hashlib.sha256(f"{step}|{oid}|{reason}".encode()).hexdigest()
+    # The source marks a step's failure (farm.STEP_FAILURE_SOURCE), not bad input.
     row = dict(sha256=digest, reason=reason, source=f"step {step}", archive_key="", size=0, oid=oid[:32],
                candid=None, batch_id=batch_id, step=step, created=db.now_param())
     db.insert_ignore(Quarantine, [row], returning="sha256")
