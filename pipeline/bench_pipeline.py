@@ -174,7 +174,7 @@ def run(base_dir, data_dir, rate, n_alerts, postgres, redis_url, window=1.0, cpu
     suffix = uuid.uuid4().hex[:6]
     env = dict(os.environ, DATABASE_URL=f"{postgres}/{database}", CELERY_BROKER_URL=redis_url,
                ALERT_ARCHIVE_URL=str(work / "archive"), XMATCH_LOCAL_INDEX=str(work / "none.npz"),
-               BROKER_VAR_DIR=str(work / "var"),
+               BROKER_VAR_DIR=str(work / "var"), OUTPUT_STREAM_URL="",  # no publishing into a shared stream
                **{f"BROKER_QUEUE_{q.upper()}": f"bench-{q}-{suffix}" for q in ("ingest", "io", "cpu", "gpu")})
     env.pop("DJANGO_SETTINGS_MODULE", None)
     manage = [sys.executable, str(Path(__file__).resolve().parent.parent / "manage.py")]

@@ -13,7 +13,7 @@ import uuid
 from tests.conftest import REPO_ROOT
 
 COUNTED = ["object", "detection", "non_detection", "forced_photometry", "ps1_ztf", "gaia_ztf", "ss_ztf", "raw_alert",
-           "quarantine", "magstat", "feature", "feature_state", "xmatch_pending"]
+           "quarantine", "magstat", "feature", "feature_state", "xmatch_pending", "probability", "outlier_score"]
 WORKER_APP = "broker-worker"
 
 
@@ -68,6 +68,8 @@ class Farm:
             ALERT_ARCHIVE_URL=str(tmp_path / "archive"),
             XMATCH_LOCAL_INDEX=str(tmp_path / "no_index.npz"),
             BROKER_VAR_DIR=str(tmp_path / "var"),
+            OUTPUT_STREAM_URL="",  # publishing has its own tests; none into the shared Redis here
+            STAMP_CLASSIFIER="off",  # no gpu-queue worker in these farms
             **{f"BROKER_QUEUE_{q.upper()}": name for q, name in self.queues.items()},
         )
         self.env.update(env)
