@@ -115,14 +115,19 @@ def _nodes(result):
 
 
 def canvas_state(record):
-    """DONE when the last task succeeded, FAILED when any task failed, else QUEUED (still running)."""
+    """DONE when the last task (of every branch) succeeded, FAILED when a task failed for good, else
+    QUEUED. A task whose worker process died is requeued (reject on worker lost): not a failure yet."""
+    from billiard.exceptions import WorkerLostError
+
     result = result_from_tuple(record.result)
+    if result.successful():
+        return BatchCanvas.DONE, ""
     for node in _nodes(result):
         if getattr(node, "results", None) is not None:
             continue  # a group: its members are visited on their own
-        if node.state == "FAILURE":
+        if node.state == "FAILURE" and not isinstance(node.result, WorkerLostError):
             return BatchCanvas.FAILED, f"{node.id}: {node.result!r}"[:4000]
-    return (BatchCanvas.DONE if result.successful() else BatchCanvas.QUEUED), ""
+    return BatchCanvas.QUEUED, ""
 
 
 def wait(batch_ids=None, timeout=None, poll=1.0):
