@@ -18,13 +18,46 @@ def env_bool(name, default=False):
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise RuntimeError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
-    SECRET_KEY = "insecure-development-key-only-for-the-embedded-default"
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1", "testserver"}
+# Off unless asked for: a debug page prints settings (database and broker URLs) to whoever sees it.
+DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver").split(",") if h]
+if DEBUG and not set(ALLOWED_HOSTS) <= LOOPBACK_HOSTS:
+    raise RuntimeError("DJANGO_DEBUG is for the embedded demo on loopback only; DJANGO_ALLOWED_HOSTS "
+                       f"names other hosts: {', '.join(sorted(set(ALLOWED_HOSTS) - LOOPBACK_HOSTS))}")
+
+
+def _install_secret_key():
+    """The embedded default's key: random, made once per installation, kept in VAR_DIR (never in the repo)."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        import secrets
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(dir=VAR_DIR)  # mode 0600
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
+        try:
+            os.link(tmp, path)  # atomic: concurrent first runs agree on one key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "") or _install_secret_key()
+
+# HTTPS hardening, off by default (the embedded demo serves plain HTTP on loopback); see .env.example.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT")
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD")
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE")
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+if env_bool("DJANGO_BEHIND_TLS_PROXY"):  # the proxy terminates TLS and sets X-Forwarded-Proto
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -105,8 +138,21 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "600"))
-CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "540"))
+# Time limits and the Redis visibility timeout are set from the slowest step, measured (README,
+# "Operating the farm"): features, 1.4 s per 300-alert batch on PostgreSQL on the loaded 2-core machine.
+# A step may take 70 times that before it is killed.
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "120"))
+CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "100"))
+CELERY_TASK_RETRY_BACKOFF_MAX = int(os.environ.get("CELERY_TASK_RETRY_BACKOFF_MAX", "60"))
+# Redis redelivers a task whose worker died (SIGKILL of the whole worker, a lost host) only after this
+# many seconds; its default hour stalled a batch for an hour. It must exceed one task's longest run plus
+# a retry's countdown (a task waiting for its retry is held unacknowledged), else a live task is
+# delivered twice (harmless, steps are upserts, but wasted work).
+CELERY_VISIBILITY_TIMEOUT = int(os.environ.get(
+    "CELERY_VISIBILITY_TIMEOUT", str(CELERY_TASK_TIME_LIMIT + CELERY_TASK_RETRY_BACKOFF_MAX + 120)))
+if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT + CELERY_TASK_RETRY_BACKOFF_MAX:
+    raise RuntimeError("CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT + CELERY_TASK_RETRY_BACKOFF_MAX")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_RESULT_EXPIRES = 3600
 QUEUE_INGEST = os.environ.get("BROKER_QUEUE_INGEST", "ingest")
 QUEUE_IO = os.environ.get("BROKER_QUEUE_IO", "io")
@@ -130,6 +176,12 @@ XMATCH_RADIUS_ARCSEC = float(os.environ.get("XMATCH_RADIUS_ARCSEC", "2.0"))
 XMATCH_CDS_TIMEOUT = float(os.environ.get("XMATCH_CDS_TIMEOUT", "60"))
 XMATCH_CDS_URL = os.environ.get("XMATCH_CDS_URL", "")  # empty: astroquery's default CDS endpoint
 XMATCH_RETRY_MINUTES = float(os.environ.get("XMATCH_RETRY_MINUTES", "15"))
+# Objects whose steps are behind their detections (a lost canvas, a failed chord) are re-run this often,
+# once they have been quiet for REPAIR_MIN_AGE_MINUTES (so batches still in flight are left alone).
+REPAIR_EVERY_MINUTES = float(os.environ.get("REPAIR_EVERY_MINUTES", "30"))
+REPAIR_MIN_AGE_MINUTES = float(os.environ.get("REPAIR_MIN_AGE_MINUTES", "30"))
+# How long `ingest` waits for a lost broker to come back before it stops (exit code 1).
+BROKER_LOST_WAIT_SECONDS = float(os.environ.get("BROKER_LOST_WAIT_SECONDS", "120"))
 # Rubin/LSST wire-format packets: a folder of the alert schemas (lsst/alert_packet layout) or a schema registry URL.
 LSST_SCHEMAS = os.environ.get("LSST_SCHEMAS", "")
 # Output stream: redis://HOST:PORT/DB?stream=NAME&maxlen=N (default) or kafka://HOST:PORT/TOPIC; empty: off.
@@ -137,6 +189,7 @@ OUTPUT_STREAM_URL = os.environ.get("OUTPUT_STREAM_URL", "redis://127.0.0.1:6379/
 OUTPUT_STREAM_DEDUP_DAYS = float(os.environ.get("OUTPUT_STREAM_DEDUP_DAYS", "30"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
+    "repair-behind-objects": {"task": "pipeline.tasks.repair_behind", "schedule": REPAIR_EVERY_MINUTES * 60},
 }
 
 # --- REST API (ALeRCE's ZTF API v1 routes): read-only and open, JSON errors, OpenAPI schema.

@@ -192,6 +192,11 @@ class StepTimingAdmin(ReadOnlyPipelineAdmin):
     list_filter = ("step", "hostname", "finished")
 
 
+@admin.register(models.BatchCanvas)
+class BatchCanvasAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("batch_id", "state", "launched", "finished", "error")
+    list_filter = ("state",)
+    search_fields = ("batch_id", "error")
 @admin.register(models.Probability)
 class ProbabilityAdmin(ReadOnlyPipelineAdmin):
     list_display = ("oid", "classifier_name", "classifier_version", "class_name", "probability", "ranking")

@@ -54,6 +54,23 @@ def _defaults(model, fields):
     }
 
 
+def _in_key_order(model, data, n, key=None):
+    """Rows sorted by their conflict key (the given fields, else the primary key, else the first unique
+    constraint). Two writers that lock the same rows then lock them in the same order, so concurrent
+    batches (an ingest and a step on the same detections) wait for each other instead of deadlocking."""
+    if key is None:
+        if model._meta.pk.name in data:
+            key = [model._meta.pk.name]
+        else:
+            unique = [c.fields for c in model._meta.constraints if getattr(c, "fields", None)]
+            key = list(unique[0]) if unique and all(f in data for f in unique[0]) else []
+    if not key or n < 2:
+        return data
+    columns = [data[name] for name in key]
+    order = sorted(range(n), key=lambda i: tuple((c[i] is None, c[i] if c[i] is not None else 0) for c in columns))
+    return {name: [values[i] for i in order] for name, values in data.items()}
+
+
 def _execute(model, sql_head, sql_tail, data, n, returning):
     """Run the statement over all rows; returns the RETURNING values.
 
@@ -74,7 +91,9 @@ def _execute(model, sql_head, sql_tail, data, n, returning):
         connection.ensure_connection()
         # Server-side binding (Django's own cursors quote parameters client-side, slow for big arrays);
         # binary arrays cost the server less than text ones (measured).
-        with psycopg.Cursor(connection.connection) as cursor:
+        # Driver errors become Django's (AdminShutdown -> OperationalError) and mark the connection
+        # unusable, so the task's retry reconnects instead of failing on a dead connection.
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(f"{head} SELECT * FROM unnest({arrays}) {sql_tail}{suffix}", list(data.values()))
             if returning:
                 returned.extend(r[0] for r in cursor.fetchall())
@@ -98,6 +117,7 @@ def insert_ignore(model: type[models.Model], rows, fields=None, returning=None):
     if len(rows) == 0:
         return []
     data, n = _columnar(model, rows, fields)
+    data = _in_key_order(model, data, n)
     qn = connection.ops.quote_name
     head = f"INSERT INTO {qn(model._meta.db_table)} ({{columns}})"
     return _execute(model, head, "ON CONFLICT DO NOTHING", data, n, returning or model._meta.pk.column)
@@ -109,6 +129,7 @@ def upsert(model, rows, unique_fields, update_fields, newer_than=None, fields=No
     if len(rows) == 0:
         return 0
     data, n = _columnar(model, rows, fields)
+    data = _in_key_order(model, data, n, unique_fields)
     qn = connection.ops.quote_name
     table = qn(model._meta.db_table)
     sets = ", ".join(f"{qn(c)} = excluded.{qn(c)}" for c in _columns(model, update_fields))

@@ -15,7 +15,7 @@ import time
 
 from tqdm import tqdm
 
-from . import canvas
+from . import farm
 from .backends import archive
 from .ingest import IngestSummary, ingest_batch
 from .sources import Packet, SourceProblem
@@ -117,7 +117,7 @@ class KafkaIngest:
         self.summary.batch_ids.append(result.batch_id)
         if self.pipeline:
             try:
-                canvas.launch(result)
+                farm.launch(result.batch_id, result.oids, result.new_oids)
             except Exception as exc:  # the alerts are stored: a failed step must not stop the stream
                 log.exception("pipeline failed for batch %s", result.batch_id)
                 self.summary.step_failures.append(f"batch {result.batch_id}: {exc!r}")

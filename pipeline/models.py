@@ -455,6 +455,23 @@ class OutlierScore(models.Model):
         indexes = [models.Index(fields=["branch", "is_outlier", "score"], name="outlier_score_branch")]
 
 
+class BatchCanvas(models.Model):
+    """The step graph launched for a batch: queued, done or failed, or never accepted by the broker."""
+
+    QUEUED, DONE, FAILED, NOT_LAUNCHED, REPAIRED = "queued", "done", "failed", "not_launched", "repaired"
+    STATES = [(s, s) for s in (QUEUED, DONE, FAILED, NOT_LAUNCHED, REPAIRED)]
+
+    batch_id = models.CharField(primary_key=True, max_length=64)
+    oids = models.JSONField(help_text="Objects the canvas runs on")
+    state = models.CharField(max_length=16, choices=STATES, db_index=True)
+    result = models.JSONField(null=True, blank=True, help_text="Celery's result tree (AsyncResult.as_tuple())")
+    error = models.TextField(blank=True, default="")
+    launched = models.DateTimeField()
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "batch_canvas"
+        verbose_name_plural = "batch canvases"
 class PublishedAlert(models.Model):
     """Alerts already sent to the output stream, so a re-delivered batch sends none of them again."""
 

@@ -5,47 +5,89 @@ retries only on transient database faults, and is idempotent (writes are upserts
 The order of steps lives in canvas.py, not here.
 """
 import functools
+import hashlib
 import logging
 
+import psycopg
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from django.utils import timezone
 
 from . import db, loaders
 from .backends import xmatch_backend
 from .ingest import new_batch_id, record_timing
-from .models import AllWise, Detection, Feature, MagStats, OutlierScore, Probability, Xmatch, XmatchPending
+from .models import AllWise, Detection, Feature, MagStats, OutlierScore, Probability, Quarantine, Xmatch, XmatchPending
 from .steps import correction, lc_classifier, magstats as magstats_step
 from .steps.features import FEATURE_VERSION, compute_features
 from .steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+# Django's and the driver's own (psycopg.errors.AdminShutdown is a psycopg.OperationalError).
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+NOT_POISON = TRANSIENT_ERRORS + (SoftTimeLimitExceeded, MemoryError)
 
 
 def step_task(step, **options):
-    """Register ``fn(oids) -> n`` as the pipeline step ``step``: timing, retries, one contract."""
+    """Register ``fn(oids) -> n`` as the pipeline step ``step``: timing, retries, one contract.
+
+    Transient database faults are retried (the dead connection is dropped first). Any other error is
+    the input's: the batch is split until the objects that make ``fn`` raise are found; each goes to
+    the quarantine with the step and the error, and the rest of the batch is written.
+    """
 
     def decorator(fn):
         @shared_task(
             name=f"pipeline.tasks.{fn.__name__}",
             autoretry_for=TRANSIENT_ERRORS,
             retry_backoff=True,
+            retry_backoff_max=settings.CELERY_TASK_RETRY_BACKOFF_MAX,
             max_retries=5,
             **options,
         )
         @functools.wraps(fn)
         def task(batch_id, oids):
             started = timezone.now()
-            n = fn(list(oids))
+            try:
+                n = run_isolating(step, fn, sorted(oids), batch_id)
+            except TRANSIENT_ERRORS:
+                close_old_connections()
+                raise
             record_timing(batch_id, step, started, n)
             return {"batch_id": batch_id, "step": step, "n": n}
 
+        task.step = step
         return task
 
     return decorator
+
+
+def run_isolating(step, fn, oids, batch_id):
+    """``fn(oids)`` in one transaction; on an input error, halve the batch down to the guilty objects."""
+    try:
+        with transaction.atomic():
+            return fn(list(oids))
+    except NOT_POISON:
+        raise
+    except Exception as exc:
+        if len(oids) > 1:
+            half = len(oids) // 2
+            return run_isolating(step, fn, oids[:half], batch_id) + run_isolating(step, fn, oids[half:], batch_id)
+        quarantine_object(step, oids[0], batch_id, exc)
+        return 0
+
+
+def quarantine_object(step, oid, batch_id, exc):
+    """An object that makes ``step`` raise: one quarantine row per (object, step, error)."""
+    reason = f"{step} failed: {type(exc).__name__}: {exc}"[:4000]
+    log.error("quarantined object %s at step %s: %s", oid, step, reason, exc_info=exc)
+    digest = hashlib.sha256(f"{step}|{oid}|{reason}".encode()).hexdigest()
+    # The source marks a step's failure (farm.STEP_FAILURE_SOURCE), not bad input.
+    row = dict(sha256=digest, reason=reason, source=f"step {step}", archive_key="", size=0, oid=oid[:32],
+               candid=None, batch_id=batch_id, step=step, created=db.now_param())
+    db.insert_ignore(Quarantine, [row], returning="sha256")
 
 
 @step_task("correct")
@@ -56,8 +98,9 @@ def correct(oids):
     corrected, objects = correction.correct_objects(stored[loaders.DETECTION_FIELDS])
     changed = loaders.changed_rows(stored, corrected, loaders.CORRECTION_FIELDS)
     rows = corrected.loc[changed, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS]
-    db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
+    # Objects before detections, the order ingest writes them in: the two never deadlock.
     loaders.update_objects(objects, ["corrected", "stellar", "step_id_corr"])
+    db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
     return len(rows)
 
 
@@ -203,3 +246,12 @@ def ingest_files(paths, batch_size=None):
 
     summary = ingest_paths(paths, batch_size or settings.ALERT_BATCH_SIZE, wait=False, progress=False)
     return summary.as_dict()
+
+
+@shared_task(name="pipeline.tasks.repair_behind")
+def repair_behind():
+    """Beat: re-run the objects whose steps are behind their detections (see pipeline/repair.py)."""
+    from .repair import repair
+
+    found, batch_ids = repair(settings.ALERT_BATCH_SIZE, settings.REPAIR_MIN_AGE_MINUTES)
+    return {step: len(oids) for step, oids in found.items()} | {"batches": len(batch_ids)}

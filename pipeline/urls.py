@@ -16,4 +16,6 @@ urlpatterns = [
     path("outliers", views.outliers_page, name="outliers"),
     path("favicon.ico", RedirectView.as_view(url=static("pipeline/favicon.svg"), permanent=True)),
     path("alerts/<int:candid>.avro", views.alert_avro, name="alert-avro"),
+    path("timing/", views.processing_times, name="timing"),
+    path("timing.png", views.processing_times_png, name="timing-png"),
 ]

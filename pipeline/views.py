@@ -75,6 +75,34 @@ def index(request):
     return render(request, "pipeline/index.html", context)
 
 
+def _recent_latencies(request):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from . import timing
+
+    hours = float(request.GET.get("hours", 24))
+    return timing, timing.latencies(since=timezone.now() - timedelta(hours=hours)), hours
+
+
+@require_GET
+def processing_times(request):
+    """Per step, percentiles of "alert ingested -> step done" over the last hours (``?hours=24``)."""
+    timing, lat, hours = _recent_latencies(request)
+    table = timing.percentile_table(lat).reset_index(names="step").to_dict("records") if lat else []
+    return render(request, "pipeline/timing.html", {"rows": table, "hours": hours})
+
+
+@require_GET
+def processing_times_png(request):
+    """The cumulative distribution of the same latencies, one curve per step."""
+    timing, lat, hours = _recent_latencies(request)
+    if not lat:
+        raise Http404("no step timings in that period")
+    buffer = __import__("io").BytesIO()
+    timing.plot_cdf(lat, buffer, title=f"Processing time per alert, last {hours:g} h")
+    return HttpResponse(buffer.getvalue(), content_type="image/png")
 # ---------------------------------------------------------------------------------------------- search
 
 SEARCH_FIELDS = ("oid", "ra", "dec", "radius", "classifier", "class", "probability", "ndet", "firstmjd", "lastmjd",

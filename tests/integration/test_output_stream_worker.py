@@ -38,6 +38,7 @@ def farm(tmp_path):
         STAMP_CLASSIFIER="off",  # no gpu-queue worker here; test_stamp_worker.py runs one
         OUTPUT_STREAM_URL=f"{redis_url}/{REDIS_DB}?stream={stream}&maxlen=10000",
         OUTPUT_STREAM_CHUNK="10",
+        STAMP_CLASSIFIER="off",  # no gpu-queue worker here: its canvases would never finish
         ALERT_ARCHIVE_URL=str(tmp_path / "archive"),
         XMATCH_LOCAL_INDEX=str(tmp_path / "no_index.npz"),
         BROKER_VAR_DIR=str(tmp_path / "var"),

@@ -23,7 +23,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "classify", "stamps"])
+        parser.add_argument("what", choices=["ingest", "features", "ingest-db", "classify", "stamps", "pipeline",
+                                             "pipeline-play"])
         parser.add_argument("--alerts", type=int, default=3000, help="Replayed alerts (ingest)")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--data", nargs="+", default=[str(bench.SHARED_DATA / "ztf_alerts")], help="Folders of real packets")
@@ -32,12 +33,30 @@ class Command(BaseCommand):
         parser.add_argument("--packets", help=("(internal) folder of replayed packets for ingest-db"))
         parser.add_argument("--objects", type=int, default=300, help="Simulated objects (features)")
         parser.add_argument("--repeat", type=int, default=3, help="Runs per stage; the median is printed")
+        parser.add_argument("--rate", type=float, default=25.0, help="Alerts per second (pipeline)")
+        parser.add_argument("--window", type=float, default=1.0, help="Seconds of alerts per batch (pipeline)")
+        parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
+                            help="Redis broker for the pipeline benchmark's workers")
+        parser.add_argument("--cpu-concurrency", type=int, default=3, help="Processes of the cpu worker (pipeline)")
+        parser.add_argument("--warmup", type=int, default=100, help="Uncounted alerts played first (pipeline)")
+        parser.add_argument("--png", help="Cumulative distribution of the latencies (pipeline)")
         parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (stamps)")
         parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024], help="Inference batches (stamps)")
 
     def handle(self, *args, what, **opts):
         if what == "ingest":
             self.bench_ingest(opts)
+        elif what == "pipeline":
+            self.bench_pipeline(opts)
+        elif what == "pipeline-play":
+            from pipeline import bench_pipeline, timing
+
+            figures, lat = bench_pipeline.play(opts["packets"], opts["rate"], opts["window"], settings.CELERY_BROKER_URL,
+                                               [settings.QUEUE_INGEST, settings.QUEUE_IO, settings.QUEUE_CPU,
+                                                settings.QUEUE_GPU], wait_timeout=600, warmup=opts["warmup"])
+            if opts["png"] and lat:
+                timing.plot_cdf(lat, opts["png"], title=f"{figures['alerts']} replayed alerts at {opts['rate']:g}/s")
+            self.stdout.write(json.dumps(figures))
         elif what == "classify":
             from pipeline.management.commands._bench_classify import run_classify_bench
 
@@ -86,6 +105,36 @@ class Command(BaseCommand):
                 )
                 for step, seconds in result["steps"].items():
                     self.stdout.write(f"      step {step:<10} {seconds:7.3f} s per batch  ({seconds / opts['batch_size'] * 1000:.2f} ms per alert)")
+
+    def bench_pipeline(self, opts):
+        from pipeline import bench_pipeline
+
+        folder = Path(opts["data"][0])
+        if not folder.exists():
+            raise CommandError(f"no packets: {folder} absent (the real ZTF packets of ../shared/data)")
+        if not opts["postgres"]:
+            raise CommandError("the pipeline benchmark needs PostgreSQL (--postgres)")
+        with tempfile.TemporaryDirectory() as work:
+            f = bench_pipeline.run(work, folder, opts["rate"], opts["alerts"], opts["postgres"], opts["redis"],
+                                   window=opts["window"], cpu_concurrency=opts["cpu_concurrency"], png=opts["png"],
+                                   warmup=opts["warmup"])
+        growing = f["queue_growth_per_min"] * f["played_s"] / 60 > 10  # more than 10 tasks more queued at the end
+        lag = f["played_s"] - f["alerts"] / f["rate"]
+        self.stdout.write(
+            f"{f['alerts']} replayed real ZTF alerts (new ids) at {f['rate']:g} alerts/s, batches every "
+            f"{opts['window']:g} s, workers: ingest+io, cpu x{opts['cpu_concurrency']}, gpu; Redis + PostgreSQL\n"
+            f"  stream played in {f['played_s']:.1f} s (late by {lag:.1f} s), all steps done at {f['done_s']:.1f} s\n"
+            f"  throughput {f['throughput']:.1f} alerts/s; queued tasks max {f['queue_max']}, mean "
+            f"{f['queue_first_third']:.1f} in the first third, {f['queue_last_third']:.1f} in the last, "
+            f"trend {f['queue_growth_per_min']:+.1f} per minute "
+            f"({'GROWING: not sustained' if growing or lag > 2 else 'steady: sustained'})\n"
+            f"  canvases {f['canvases']}" + (f"; failures: {f['failures']}" if f["failures"] else "")
+        )
+        self.stdout.write("  seconds from ingestion to step done, per alert:")
+        for step, p in f["percentiles"].items():
+            self.stdout.write(f"    {step:<14} p50 {p['p50']:7.2f}   p95 {p['p95']:7.2f}   p99 {p['p99']:7.2f}")
+        if opts["png"]:
+            self.stdout.write(f"  cumulative distribution: {opts['png']}")
 
     def run_db_stage(self, folder, batch_size, repeat, sqlite_url, pg_server):
         """Run the database stage in a child process configured for that database."""

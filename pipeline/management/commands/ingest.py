@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from pipeline.farm import BrokerLost
+from pipeline.locks import database_writer
 from pipeline.runner import ingest_paths, step_report
 from pipeline.sources import Limits
 
@@ -13,7 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("paths", nargs="*")
         parser.add_argument("--batch-size", type=int, default=settings.ALERT_BATCH_SIZE)
         parser.add_argument("--no-pipeline", action="store_true", help="Store the alerts only; run no later step")
-        parser.add_argument("--no-wait", action="store_true", help="With workers: do not wait for the steps to finish")
+        parser.add_argument("--no-wait", action="store_true",
+                            help="With workers: return once the batches are queued (then `manage.py wait`)")
         parser.add_argument("--no-progress", action="store_true")
         parser.add_argument("--max-packet-bytes", type=int, default=Limits.max_packet_bytes,
                             help="Largest file or archive member read as a packet (larger: quarantined, a prefix kept)")
@@ -38,14 +41,23 @@ class Command(BaseCommand):
             return
         if not opts["paths"]:
             raise CommandError("give files, folders or archives to ingest, or --kafka HOST:PORT")
-        summary = ingest_paths(
-            opts["paths"],
-            batch_size=opts["batch_size"],
-            pipeline=not opts["no_pipeline"],
-            wait=not opts["no_wait"],
-            progress=not opts["no_progress"],
-            limits=Limits(max_packet_bytes=opts["max_packet_bytes"], max_night_bytes=opts["max_night_bytes"]),
-        )
+        try:
+            with database_writer("ingest", self.stderr):
+                summary = ingest_paths(
+                    opts["paths"],
+                    batch_size=opts["batch_size"],
+                    pipeline=not opts["no_pipeline"],
+                    wait=not opts["no_wait"],
+                    progress=not opts["no_progress"],
+                    limits=Limits(max_packet_bytes=opts["max_packet_bytes"], max_night_bytes=opts["max_night_bytes"]),
+                )
+        except BrokerLost as exc:
+            self.stdout.write(exc.summary.report())
+            raise CommandError(
+                f"ingest stopped: {exc}. Batches stored but not launched (recorded in batch_canvas): "
+                f"{', '.join(exc.batch_ids)}. The rest of the input was not read. Once the broker is back, run "
+                "`manage.py repair` and ingest the same paths again (nothing is stored twice)."
+            ) from exc
         self.stdout.write(summary.report())
         if not opts["no_wait"]:
             self.stdout.write(step_report(summary.batch_ids))

@@ -1,0 +1,25 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from pipeline import farm
+from pipeline.runner import step_report
+
+
+class Command(BaseCommand):
+    help = "Block until every queued canvas (e.g. of `ingest --no-wait`) has finished or failed, then print the summary."
+
+    def add_arguments(self, parser):
+        parser.add_argument("batch_ids", nargs="*", help="Only these batches (default: every queued canvas)")
+        parser.add_argument("--timeout", type=float, help="Give up after SECONDS (exit code 1)")
+
+    def handle(self, *args, batch_ids, timeout, **opts):
+        from pipeline.models import BatchCanvas
+
+        ids = batch_ids or list(BatchCanvas.objects.filter(state=BatchCanvas.QUEUED).values_list("batch_id", flat=True))
+        still = farm.wait(ids, timeout=timeout)
+        counts, failures = farm.summary(ids)
+        self.stdout.write(f"Canvases of {len(ids)} batch(es): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        self.stdout.write(step_report(ids))
+        if still:
+            raise CommandError(f"{len(still)} canvas(es) still queued after {timeout} s")
+        if failures:
+            raise CommandError("failed:\n" + "\n".join(failures))
