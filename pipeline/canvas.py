@@ -36,9 +36,3 @@ def build(batch_id, oids, new_oids=()):
         steps = group(steps, tasks.stamp_classify.si(batch_id, sorted(new_oids)))
     return chain(steps, tasks.publish.si(batch_id, oids))
 
-
-def launch(batch_result):
-    """Start the canvas of an ingested batch; returns its AsyncResult, or None when nothing is new."""
-    if not batch_result.oids:
-        return None
-    return build(batch_result.batch_id, batch_result.oids, batch_result.new_oids).apply_async()

@@ -61,7 +61,7 @@ def launch(batch_id, oids, new_oids=(), wait_seconds=None):
     """Start the canvas of a stored batch and record it (BatchCanvas). With workers, a lost broker is
     waited for up to ``wait_seconds``; then the batch is recorded as not launched and BrokerLost raised.
     Eagerly, the steps run here; a step's exception propagates after the record is written.
-    ``new_oids`` (first seen in this batch) also get the stamp classifier (canvas.with_stamps)."""
+    ``new_oids`` (first seen in this batch) also get the stamp classifier (see canvas.build)."""
     oids = sorted(oids)
     if not oids:
         return None
@@ -98,7 +98,7 @@ def launch(batch_id, oids, new_oids=(), wait_seconds=None):
 
 
 def _canvas(batch_id, oids, new_oids):
-    return canvas.with_stamps(canvas.build(batch_id, oids), batch_id, new_oids)
+    return canvas.build(batch_id, oids, new_oids)
 
 
 def _nodes(result):

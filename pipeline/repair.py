@@ -5,13 +5,17 @@ returning a queryset of oids (the objects are then re-run through the whole canv
 upsert, so the steps that were not behind write nothing new). A new step registers its own rule, e.g.
 objects with features but no probability of the classifier's current version.
 """
+import json
 from datetime import timedelta
+from pathlib import Path
 
+from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
 
 from .ingest import new_batch_id
-from .models import BatchCanvas, Detection, Object, ObjectFeatureState, Quarantine
+from .models import BatchCanvas, Detection, Feature, Object, ObjectFeatureState, OutlierScore, Probability, Quarantine
+from .steps import lc_classifier
 from .steps.features import FEATURE_VERSION
 
 BEHIND = {}
@@ -45,6 +49,45 @@ def features_behind():
     return Object.objects.filter(~Exists(current)).values_list("oid", flat=True)
 
 
+def _model_version(metadata_file):
+    """A trained artefact's version, read from its small metadata file (no model loaded)."""
+    return json.loads(Path(metadata_file).read_text())["version"]
+
+
+def _lc_version():
+    return _model_version(Path(settings.LC_CLASSIFIER_MODEL).with_name("metrics.json"))
+
+
+@behind("lc_classifier")
+def unclassified_above_the_gate():
+    """ZTF objects whose current features pass the gate but have no probability of the current model."""
+    passing = Feature.objects.filter(version=FEATURE_VERSION, name__in=["n_det_1", "n_det_2"],
+                                     value__gte=lc_classifier.MIN_DETECTIONS).values_list("oid", flat=True)
+    classified = Probability.objects.filter(classifier_name=lc_classifier.MODEL_NAME,
+                                            classifier_version=_lc_version()).values_list("oid", flat=True)
+    return Object.objects.filter(survey="ztf", oid__in=passing).exclude(oid__in=classified).values_list("oid", flat=True)
+
+
+@behind("outliers")
+def classified_without_outlier_score():
+    version = _lc_version()
+    classified = Probability.objects.filter(classifier_name="lc_classifier_top", classifier_version=version,
+                                            ranking=1).values_list("oid", flat=True)
+    scored = OutlierScore.objects.filter(version=version).values_list("oid", flat=True)
+    return Object.objects.filter(oid__in=classified).exclude(oid__in=scored).values_list("oid", flat=True)
+
+
+@behind("stamp_classifier")
+def stamps_unclassified():
+    """ZTF objects with no stamp probability of the current model (when the step is on)."""
+    if not settings.STAMP_CLASSIFIER_ENABLED:
+        return Object.objects.none().values_list("oid", flat=True)
+    version = _model_version(Path(settings.STAMP_CLASSIFIER_DIR) / "model.json")
+    done = Probability.objects.filter(classifier_name="stamp_classifier", classifier_version=version)
+    return (Object.objects.filter(survey="ztf").exclude(oid__in=done.values_list("oid", flat=True))
+            .values_list("oid", flat=True))
+
+
 def find_behind(min_age_minutes=0.0):
     """{step: set of oids} for every registered step, plus "unlaunched" (batches the broker never
     accepted or whose canvas failed). Objects touched in the last ``min_age_minutes`` are left alone
@@ -72,7 +115,8 @@ def repair(batch_size, min_age_minutes=0.0, launch=True):
     if launch:
         for start in range(0, len(oids), batch_size):
             batch_id = f"repair-{new_batch_id()}"
-            farm.launch(batch_id, oids[start : start + batch_size])
+            chunk = oids[start : start + batch_size]
+            farm.launch(batch_id, chunk, new_oids=sorted(found["stamp_classifier"].intersection(chunk)))
             batch_ids.append(batch_id)
         cutoff = timezone.now() - timedelta(minutes=min_age_minutes)
         BatchCanvas.objects.filter(

@@ -12,7 +12,9 @@ import pytest
 from django.core.management import call_command
 
 from pipeline import repair, steps, timing
-from pipeline.models import BatchCanvas, MagStats, Object, ObjectFeatureState, Quarantine, RawAlert, StepTiming
+from pipeline.models import (
+    BatchCanvas, MagStats, Object, ObjectFeatureState, OutlierScore, Probability, Quarantine, RawAlert, StepTiming,
+)
 from pipeline.runner import ingest_paths
 from tests.conftest import REPO_ROOT, require_shared
 
@@ -76,6 +78,16 @@ def test_repair_runs_every_object_behind_its_detections(broker_env):
     # Detections that arrive later put the object behind again, for the steps that depend on them.
     Object.objects.filter(oid=Object.objects.first().oid).update(ndet=0)
     assert len(repair.find_behind()["magstats"]) == 1
+    # The classifier steps: an object above the gate that lost its probabilities is behind both of them.
+    classified = Probability.objects.filter(classifier_name="lc_classifier").values_list("oid", flat=True)
+    assert classified.exists(), "no simulated object passed the light-curve gate"
+    oid = classified.first()
+    Probability.objects.filter(oid=oid).delete()
+    OutlierScore.objects.filter(oid=oid).delete()
+    assert repair.find_behind()["lc_classifier"] == {oid}
+    call_command("repair", stdout=io.StringIO())
+    assert Probability.objects.filter(oid=oid, classifier_name="lc_classifier").count() == 15
+    assert not repair.find_behind()["outliers"] and OutlierScore.objects.filter(oid=oid).count() == 1
 
 
 def test_timing_report_has_one_value_per_alert_and_step(broker_env, tmp_path, client):
