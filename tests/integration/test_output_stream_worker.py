@@ -35,7 +35,6 @@ def farm(tmp_path):
         os.environ,
         DATABASE_URL=f"{pg_url}/{name}",
         CELERY_BROKER_URL=f"{redis_url}/{REDIS_DB}",
-        STAMP_CLASSIFIER="off",  # no gpu-queue worker here; test_stamp_worker.py runs one
         OUTPUT_STREAM_URL=f"{redis_url}/{REDIS_DB}?stream={stream}&maxlen=10000",
         OUTPUT_STREAM_CHUNK="10",
         STAMP_CLASSIFIER="off",  # no gpu-queue worker here: its canvases would never finish
