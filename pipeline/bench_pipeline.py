@@ -85,7 +85,7 @@ def play(packet_dir, rate, window, redis_url, queues, wait_timeout, warmup=0):
     items = [Packet(p.name, p.read_bytes()) for p in sorted(Path(packet_dir).glob("*.avro"))]
     if warmup:
         result = ingest_batch(items[:warmup], archive())
-        farm.launch(result.batch_id, result.oids)
+        farm.launch(result.batch_id, result.oids, result.new_oids)
         farm.wait([result.batch_id], timeout=wait_timeout)
         items = items[warmup:]
     client = redis.Redis.from_url(redis_url)
@@ -101,7 +101,7 @@ def play(packet_dir, rate, window, redis_url, queues, wait_timeout, warmup=0):
         due = min(len(items), int((now - start) * rate))
         if due > sent:
             result = ingest_retrying(items[sent:due])
-            farm.launch(result.batch_id, result.oids)
+            farm.launch(result.batch_id, result.oids, result.new_oids)
             batch_ids.append(result.batch_id)
             sent = due
         samples.append((round(time.monotonic() - start, 2), sum(client.llen(q) for q in queues)))
