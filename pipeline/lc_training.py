@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import lc_files, simulate_lightcurves
+from .plots import confusion_png
 from .steps import lc_classifier as lcc
 from .steps.features import FEATURE_NAMES, FEATURE_VERSION
 from .steps.outliers import BranchOutliers
@@ -159,31 +160,6 @@ def _metrics(true, predicted, labels):
     p, r, f, n = precision_recall_fscore_support(true, predicted, labels=labels, zero_division=0)
     table = pd.DataFrame({"precision": p, "recall": r, "f1": f, "n": n}, index=labels)
     return table, confusion_matrix(true, predicted, labels=labels)
-
-
-def _plot_confusion(matrix, labels, title, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = 3 + 0.45 * len(labels)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            if matrix[i, j]:
-                ax.text(j, i, f"{norm[i, j]:.2f}\n({matrix[i, j]})", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def evaluate(model, values, objects) -> dict:
@@ -339,11 +315,11 @@ def write_card(out_dir: Path, s: dict):
     figures = {}
     for part in ("all", "real"):
         if part in held:
-            _plot_confusion(held[part]["top_cm"], list(lcc.BRANCHES),
-                            f"top level, held out ({part}: {held[part]['n']})", out_dir / f"confusion_top_{part}.png")
-            _plot_confusion(held[part]["class_cm"], list(lcc.CLASSES),
-                            f"15 classes, held out ({part}: {held[part]['n']})",
-                            out_dir / f"confusion_classes_{part}.png")
+            confusion_png(held[part]["top_cm"], list(lcc.BRANCHES),
+                          f"top level, held out ({part}: {held[part]['n']})", out_dir / f"confusion_top_{part}.png")
+            confusion_png(held[part]["class_cm"], list(lcc.CLASSES),
+                          f"15 classes, held out ({part}: {held[part]['n']})",
+                          out_dir / f"confusion_classes_{part}.png")
             figures[part] = True
     files = s["files"]
     files_summary = recall_summary(files["scored"]) if len(files["scored"]) else pd.DataFrame()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.plots import confusion_png
 from pipeline.steps import stamps as S
 
 log = logging.getLogger(__name__)
@@ -122,30 +123,6 @@ def per_class_metrics(y_true, y_pred):
             "confusion": matrix.tolist(), "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))}
 
 
-def plot_confusion(matrix, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.asarray(matrix)
-    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(S.CLASSES)):
-        for j in range(len(S.CLASSES)):
-            ax.text(j, i, f"{matrix[i, j]}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(S.CLASSES)), S.CLASSES)
-    ax.set_yticks(range(len(S.CLASSES)), S.CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def _split(labels, simulated, fraction, rng):
     """Stratified validation split: ``fraction`` of each (class, origin) group."""
     validation = np.zeros(len(labels), bool)
@@ -223,10 +200,10 @@ def train(shared_data, out_dir, sim_per_class=1200, epochs=12, batch_size=64, se
         "loss_per_epoch": history,
     }
     classifier.save(out_dir, extra_meta=meta)
-    plot_confusion(validation["confusion"], out_dir / "confusion_validation.png",
-                   "validation (85/15 split; mostly SIMULATED)")
-    plot_confusion(test_metrics["confusion"], out_dir / "confusion_alerce_stamps51.png",
-                   f"36 real ALeRCE stamps: {n_correct}/{len(test_labels)} correct")
+    confusion_png(validation["confusion"], S.CLASSES, "validation (85/15 split; mostly SIMULATED)",
+                  out_dir / "confusion_validation.png")
+    confusion_png(test_metrics["confusion"], S.CLASSES, f"36 real ALeRCE stamps: {n_correct}/{len(test_labels)} correct",
+                  out_dir / "confusion_alerce_stamps51.png")
     per_alert = pd.DataFrame({"oid": [a["objectId"] for a in test_kept],
                               "true": [S.CLASSES[i] for i in test_labels],
                               "predicted": [S.CLASSES[i] for i in test_prob.argmax(1)],
