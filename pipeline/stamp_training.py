@@ -18,6 +18,10 @@ from pipeline.steps import stamps as S
 log = logging.getLogger(__name__)
 
 ASTEROID_MAX_DIST_ARCSEC = 5.0
+#: ZTF's deep real-bogus score (braai, Duev et al. 2019) below which an alert is bogus.
+BOGUS_MAX_DRB = 0.1
+#: Folders of real packets read for weak labels (the 20 older-schema packets carry cutouts too).
+REAL_PACKET_FOLDERS = ("ztf_alerts", "ztf_alerts_older_schemas")
 #: SIMBAD types (Fink's ``cdsxmatch``) that make an AGN / a variable star.
 AGN_TYPES = frozenset({
     "QSO", "QSO_Candidate", "AGN", "AGN_Candidate", "BLLac", "BLLac_Candidate", "Blazar", "Blazar_Candidate",
@@ -37,13 +41,15 @@ WEAK_LABEL_RULE = f"""\
 Weak labels of real alerts (applied in this order; the first that matches wins):
 1. asteroid: the alert's own candidate has a known solar-system object within {ASTEROID_MAX_DIST_ARCSEC:g} arcsec
    (0 <= ssdistnr <= {ASTEROID_MAX_DIST_ARCSEC:g}) with a magnitude (ssmagnr given).
-2. SN: the object's TNS type (fink_xmatch_weak `tns`) starts with {' or '.join(SN_TNS_PREFIXES)}, or Fink's
+2. bogus: ZTF's own deep real-bogus score of the alert (`drb`, braai, Duev et al. 2019) is below {BOGUS_MAX_DRB:g}.
+   The label is per alert: it says this subtraction is an artefact, whatever the object is.
+3. SN: the object's TNS type (fink_xmatch_weak `tns`) starts with {' or '.join(SN_TNS_PREFIXES)}, or Fink's
    `cdsxmatch` is a (TNS) SN/SLSN type or {', '.join(sorted(SN_CDS_TYPES))} (spectroscopic classifications only;
    "SN candidate" is not enough).
-3. AGN: `cdsxmatch` is a SIMBAD QSO/AGN/BL Lac/blazar/Seyfert/LINER type ({len(AGN_TYPES)} names, candidates included).
-4. VS: `cdsxmatch` is a SIMBAD variable-star type (periodic, eruptive, CV, YSO/T Tauri; {len(VS_TYPES)} names),
+4. AGN: `cdsxmatch` is a SIMBAD QSO/AGN/BL Lac/blazar/Seyfert/LINER type ({len(AGN_TYPES)} names, candidates included).
+5. VS: `cdsxmatch` is a SIMBAD variable-star type (periodic, eruptive, CV, YSO/T Tauri; {len(VS_TYPES)} names),
    or VSX / GCVS give a type, or Gaia DR3 gives a variability class (`gaiaClass`).
-No real alert gets `bogus` (no evidence for it in the packets): that class is simulated only."""
+Packets read: {', '.join(f'`{f}/`' for f in REAL_PACKET_FOLDERS)} of ../shared/data, those with all three cutouts."""
 
 
 def _has_type(value):
@@ -55,6 +61,9 @@ def weak_label(candidate, xmatch=None):
     ssdist, ssmag = candidate.get("ssdistnr"), candidate.get("ssmagnr")
     if ssdist is not None and ssmag is not None and 0 <= ssdist <= ASTEROID_MAX_DIST_ARCSEC and ssmag > 0:
         return "asteroid"
+    drb = candidate.get("drb")
+    if drb is not None and np.isfinite(drb) and drb < BOGUS_MAX_DRB:
+        return "bogus"
     if xmatch is None:
         return None
     cds = str(xmatch.get("cdsxmatch") or "")
@@ -78,7 +87,8 @@ def real_weak_alerts(shared_data, exclude_oids=()):
     by_oid = {row["objectId"]: row for row in labels.to_dict("records")}
     exclude = set(exclude_oids)
     alerts = []
-    for path in sorted((shared_data / "ztf_alerts").glob("*.avro")):
+    paths = sorted(path for folder in REAL_PACKET_FOLDERS for path in (shared_data / folder).glob("*.avro"))
+    for path in paths:
         for record in decode_container(path.read_bytes()):
             oid = record["objectId"]
             if oid in exclude:
@@ -123,13 +133,15 @@ def per_class_metrics(y_true, y_pred):
             "confusion": matrix.tolist(), "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))}
 
 
-def _split(labels, simulated, fraction, rng):
-    """Stratified validation split: ``fraction`` of each (class, origin) group."""
+def _split(labels, simulated, objects, fraction, rng):
+    """Stratified validation split: ``fraction`` of the objects of each (class, origin) group, all their alerts."""
     validation = np.zeros(len(labels), bool)
-    for key in set(zip(labels.tolist(), simulated.tolist())):
-        idx = np.flatnonzero((labels == key[0]) & (simulated == key[1]))
-        n = int(round(len(idx) * fraction))
-        validation[rng.choice(idx, n, replace=False)] = True
+    objects = np.asarray(objects)
+    for key in sorted(set(zip(labels.tolist(), simulated.tolist()))):
+        group = (labels == key[0]) & (simulated == key[1])
+        names = np.unique(objects[group])
+        n = int(round(len(names) * fraction))
+        validation[group & np.isin(objects, rng.choice(names, n, replace=False))] = True
     return validation
 
 
@@ -152,7 +164,7 @@ def train(shared_data, out_dir, sim_per_class=1200, epochs=12, batch_size=64, se
     log_write(f"simulated alerts: {len(simulated)} ({sim_per_class} per class)")
     stacks, raw_features, labels, kept = to_arrays(real + simulated)
     is_sim = np.array([a["simulated"] for a in kept])
-    valid = _split(labels, is_sim, 0.15, rng)
+    valid = _split(labels, is_sim, [a["objectId"] for a in kept], 0.15, rng)
 
     scaler = S.FeatureScaler.fit(raw_features[~valid])
     images = S.preprocess_images(stacks)
@@ -173,8 +185,9 @@ def train(shared_data, out_dir, sim_per_class=1200, epochs=12, batch_size=64, se
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress)
         for step in bar:
             idx = order[step * batch_size:(step + 1) * batch_size]
+            batch_images = mirror_half(images[idx], rng)
             batch_features = blank_metadata(features[idx], rng)
-            loss = model.train_on_batch([images[idx], batch_features], onehot[idx], sample_weight=weights[idx])
+            loss = model.train_on_batch([batch_images, batch_features], onehot[idx], sample_weight=weights[idx])
             losses.append(float(loss))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         bar.close()
@@ -183,6 +196,8 @@ def train(shared_data, out_dir, sim_per_class=1200, epochs=12, batch_size=64, se
     classifier = S.StampClassifier(model, scaler, version)
     val_pred = classifier.predict_arrays(images[valid], features[valid]).argmax(1)
     validation = per_class_metrics(labels[valid], val_pred)
+    real_valid = ~is_sim[valid]
+    validation_real = per_class_metrics(labels[valid][real_valid], val_pred[real_valid])
     test_stacks, test_raw, test_labels, test_kept = to_arrays(test)
     test_prob = classifier.predict_proba(test_stacks, test_raw)
     test_metrics = per_class_metrics(test_labels, test_prob.argmax(1))
@@ -196,6 +211,7 @@ def train(shared_data, out_dir, sim_per_class=1200, epochs=12, batch_size=64, se
         "seed": seed, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
         "entropy_beta": S.ENTROPY_BETA, "sim_per_class": sim_per_class, "training_seconds": round(elapsed),
         "tensorflow": _tf_version(), "data": data_table, "validation": validation,
+        "validation_real": validation_real,
         "test_alerce_stamps51": {**test_metrics, "n_correct": n_correct, "n": len(test_labels)},
         "loss_per_epoch": history,
     }
@@ -216,6 +232,15 @@ def train(shared_data, out_dir, sim_per_class=1200, epochs=12, batch_size=64, se
 
 METADATA_BLANK_ALERTS = 0.3
 METADATA_BLANK_VALUES = 0.05
+
+
+def mirror_half(images, rng):
+    """Training augmentation: half of the stacks mirrored left-right (all three cutouts together). With
+    the network's invariance to 90-degree rotations this spans all eight symmetries of the square."""
+    out = images.copy()
+    mirror = rng.uniform(size=len(out)) < 0.5
+    out[mirror] = out[mirror][:, :, ::-1, :]
+    return out
 
 
 def blank_metadata(scaled_features, rng):
@@ -281,6 +306,7 @@ def model_card(meta, per_alert):
               "galaxy; AGN as a varying nucleus; VS as a star present in the reference; asteroid absent from the",
               "reference near the ecliptic; bogus as dipoles, cosmic rays, bad columns, saturated stars with bleed",
               "trails, and NaN regions. Real alerts count 3x in the loss; classes are balanced by sample weights.",
+              "Half of each batch is mirrored left-right (with the rotation invariance: all 8 symmetries of the square).",
               f"Missing metadata: in every batch the metadata of {METADATA_BLANK_ALERTS:.0%} of the alerts, and "
               f"{METADATA_BLANK_VALUES:.0%} of the other values, are",
               "blanked to the missing value (0 after scaling), so that alerts without metadata are classified from",
@@ -289,11 +315,18 @@ def model_card(meta, per_alert):
               "",
               "## Metrics",
               "",
-              f"Validation (15% of each class and origin, held out; mostly simulated): accuracy {val['accuracy']:.3f}",
+              f"Validation (15% of the objects of each class and origin, held out; mostly simulated): accuracy {val['accuracy']:.3f}",
               "",
               "| class | precision | recall | support |", "|---|---|---|---|"]
     for i, cls in enumerate(S.CLASSES):
         lines.append(f"| {cls} | {val['precision'][i]:.3f} | {val['recall'][i]:.3f} | {val['support'][i]} |")
+    real = meta.get("validation_real")
+    if real:
+        n_real = sum(real["support"])
+        lines += ["", f"Of which the real, weakly labeled alerts ({n_real}; their objects held out whole): accuracy "
+                  f"{real['accuracy']:.3f}", "", "| class | precision | recall | support |", "|---|---|---|---|"]
+        for i, cls in enumerate(S.CLASSES):
+            lines.append(f"| {cls} | {real['precision'][i]:.3f} | {real['recall'][i]:.3f} | {real['support'][i]} |")
     lines += ["", "![validation confusion matrix](confusion_validation.png)", "",
               f"**Real test set**: the 36 labeled stamps of ALeRCE (`../shared/data/labeled/alerce_stamps51`, never "
               f"trained on): **{test['n_correct']}/{test['n']} correct** (ALeRCE's early public checkpoint: 34/36).",
