@@ -46,6 +46,8 @@ CLASSES = ("AGN", "SN", "VS", "asteroid", "bogus")
 CUTOUT_KEYS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 STAMP_SIZE = 63
 CROP_SIZE = 21
+#: ZTF CCD-quadrant image size (x, y) in pixels; a cutout near an edge is cut short on that side.
+QUADRANT_SHAPE_XY = (3072, 3080)
 ENTROPY_BETA = 0.5
 DROP_RATE = 0.5
 
@@ -80,8 +82,12 @@ class BadStamp(ValueError):
 # ------------------------------------------------------------------------------------------------
 # Images
 # ------------------------------------------------------------------------------------------------
-def decode_cutout(stamp_bytes, name="cutout"):
-    """The 63x63 image (float32) of a gzipped (or plain) FITS cutout, read with astropy."""
+def decode_cutout(stamp_bytes, name="cutout", position=None):
+    """The 63x63 image (float32) of a gzipped (or plain) FITS cutout, read with astropy.
+
+    A cutout cut short by the CCD edge is padded back to 63x63 with NaN on the edge's side, which
+    ``position`` (the candidate's xpos, ypos on the quadrant) gives; without it such a cutout is bad.
+    """
     from astropy.io import fits
     from astropy.io.fits.verify import VerifyWarning
 
@@ -103,15 +109,34 @@ def decode_cutout(stamp_bytes, name="cutout"):
     except Exception as exc:  # gzip, astropy and numpy raise many types on corrupt input
         raise BadStamp(f"{name} unreadable: {type(exc).__name__}: {exc}") from None
     if image.shape != (STAMP_SIZE, STAMP_SIZE):
-        raise BadStamp(f"{name} has shape {image.shape}, expected ({STAMP_SIZE}, {STAMP_SIZE})")
+        image = pad_edge_cutout(image, position, name)
     return image
 
 
-def decode_stack(cutouts):
-    """The (63, 63, 3) stack of science, template, difference from their FITS bytes (dict or tuple)."""
+def pad_edge_cutout(image, position, name="cutout"):
+    """A cutout shorter than 63 along an axis (the CCD edge cut it) padded with NaN on that edge's side.
+
+    The side is the nearer quadrant edge to the candidate (``position`` = xpos, ypos); axis 0 is y, axis 1 x.
+    """
+    expected = f"expected ({STAMP_SIZE}, {STAMP_SIZE})"
+    short = image.ndim == 2 and all(CROP_SIZE <= n <= STAMP_SIZE for n in image.shape)
+    if not short:
+        raise BadStamp(f"{name} has shape {image.shape}, {expected}")
+    if position is None or not all(v is not None and np.isfinite(v) for v in position):
+        raise BadStamp(f"{name} has shape {image.shape}, {expected}; no xpos/ypos to tell which CCD edge cut it")
+    pad = []
+    for n, coordinate, quadrant_size in zip(image.shape, position[::-1], QUADRANT_SHAPE_XY[::-1]):
+        missing = STAMP_SIZE - n
+        pad.append((missing, 0) if coordinate < quadrant_size / 2 else (0, missing))
+    return np.pad(image, pad, constant_values=np.nan)
+
+
+def decode_stack(cutouts, position=None):
+    """The (63, 63, 3) stack of science, template, difference from their FITS bytes (dict or tuple);
+    ``position`` (xpos, ypos) places cutouts cut short by the CCD edge (see ``pad_edge_cutout``)."""
     if isinstance(cutouts, dict):
         cutouts = [cutouts.get(key) for key in CUTOUT_KEYS]
-    stack = np.stack([decode_cutout(data, key) for data, key in zip(cutouts, CUTOUT_KEYS)], axis=-1)
+    stack = np.stack([decode_cutout(data, key, position) for data, key in zip(cutouts, CUTOUT_KEYS)], axis=-1)
     if np.isnan(stack[..., 0]).all() or np.isnan(stack[..., 2]).all():
         raise BadStamp("science or difference cutout is entirely NaN")
     return stack
@@ -260,10 +285,10 @@ def prepare_alerts(alerts):
             for key in CUTOUT_KEYS:
                 cutout = alert.get(key)
                 cutouts.append(cutout.get("stampData") if isinstance(cutout, dict) else cutout)
-            stack = decode_stack(cutouts)
             candidate = alert.get("candidate")
             if not isinstance(candidate, dict):
                 raise BadStamp("alert has no candidate record")
+            stack = decode_stack(cutouts, (candidate.get("xpos"), candidate.get("ypos")))
         except BadStamp as exc:
             rejected.append((i, exc.reason))
             continue
