@@ -1,5 +1,6 @@
 """The stamp classifier in the eager canvas: first alert of each new object, probabilities in the
 Probability table, bad cutouts quarantined for this step only (the other steps go on)."""
+import io
 import shutil
 
 import fastavro
@@ -93,6 +94,22 @@ def test_first_alerts_classified_bad_cutouts_quarantined_for_this_step_only(nigh
     assert tasks.stamp_classify("again", oids)["n"] == len(night["good_oids"])
     ingest_paths([night["folder"]], batch_size=100, progress=False)
     assert (probs.count(), Quarantine.objects.count()) == before
+
+
+def test_reprocess_classifies_stamps_again_only_when_asked(night):
+    from django.core.management import call_command
+
+    ingest_paths([night["folder"]], batch_size=100, progress=False)
+    probs = Probability.objects.filter(classifier_name="stamp_classifier")
+    stored = sorted(probs.values_list("oid", "class_name", "probability"))
+    assert len(stored) == 5 * len(night["good_oids"])
+    probs.delete()
+    call_command("reprocess", *night["good_oids"], stdout=io.StringIO())
+    assert not probs.exists()  # the stamp classifier runs for new objects only
+    call_command("reprocess", "--all", "--stamps", stdout=io.StringIO())
+    again = sorted(probs.values_list("oid", "class_name", "probability"))
+    assert [r[:2] for r in again] == [r[:2] for r in stored]
+    np.testing.assert_allclose([r[2] for r in again], [r[2] for r in stored], atol=1e-6)
 
 
 def test_worker_says_where_the_classifier_runs(caplog):
