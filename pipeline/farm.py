@@ -130,10 +130,14 @@ def canvas_state(record):
     return BatchCanvas.QUEUED, ""
 
 
-def wait(batch_ids=None, timeout=None, poll=1.0):
+def wait(batch_ids=None, timeout=None, poll=1.0, stall=None):
     """Block until every queued canvas (of ``batch_ids``, or all) has finished or failed; update the
-    records. Returns the records that are still queued when ``timeout`` ran out (empty when all ended)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    records. Returns the records still queued when ``timeout`` ran out, or when no step finished on
+    them and no canvas ended for ``stall`` seconds (a lost canvas); empty when all ended."""
+    from .models import StepTiming
+
+    started = time.monotonic()
+    last_progress, progress = started, None
     while True:
         pending = BatchCanvas.objects.filter(state=BatchCanvas.QUEUED)
         if batch_ids is not None:
@@ -152,8 +156,15 @@ def wait(batch_ids=None, timeout=None, poll=1.0):
                 continue
             record.state, record.error, record.finished = state, error, timezone.now()
             record.save(update_fields=["state", "error", "finished"])
-        if not still or (deadline is not None and time.monotonic() >= deadline):
+        now = time.monotonic()
+        if not still or (timeout is not None and now - started >= timeout):
             return still
+        if stall:
+            steps_done = StepTiming.objects.filter(batch_id__in=[r.batch_id for r in still]).count()
+            if (len(still), steps_done) != progress:
+                last_progress, progress = now, (len(still), steps_done)
+            elif now - last_progress >= stall:
+                return still
         time.sleep(poll)
 
 

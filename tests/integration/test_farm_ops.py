@@ -157,3 +157,36 @@ def test_sqlite_writers_wait_for_each_other_with_a_clear_message(tmp_path):
         assert conn.execute("SELECT count(*) FROM raw_alert").fetchone()[0] == n
         assert conn.execute("SELECT count(*) FROM feature_state").fetchone()[0] == objects
     assert sum("duplicates skipped   %d" % n in t for t in text) == 1  # the second found it all stored
+
+
+def test_wait_gives_up_on_a_lost_canvas_only_once_nothing_progresses(monkeypatch):
+    from django.utils import timezone
+
+    from pipeline import farm
+
+    BatchCanvas.objects.create(batch_id="lost", oids=["ZTF20aaaaaaa"], state=BatchCanvas.QUEUED,
+                               launched=timezone.now())
+    monkeypatch.setattr(farm, "canvas_state", lambda record: (BatchCanvas.QUEUED, ""))  # never ends
+    clock, polls = [0.0], []
+
+    def sleep(seconds):
+        polls.append(seconds)
+        clock[0] += seconds
+        if len(polls) <= 5:  # a step of the batch finishes during each of the first five polls
+            now = timezone.now()
+            StepTiming.objects.create(batch_id="lost", step=f"step{len(polls)}", started=now, finished=now)
+
+    monkeypatch.setattr(farm.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(farm.time, "sleep", sleep)
+    still = farm.wait(["lost"], stall=3, poll=1)
+    assert [r.batch_id for r in still] == ["lost"]
+    assert clock[0] == 5 + 3  # it waited while steps finished, then gave up 3 s after the last one
+    assert farm.wait(["lost"], timeout=2, poll=1) and clock[0] == 8 + 2  # no stall limit: only the timeout ends it
+    monkeypatch.undo()
+
+    monkeypatch.setattr(farm, "canvas_state", lambda record: (BatchCanvas.QUEUED, ""))
+    with pytest.raises(Exception, match="no step finished on them for 0.2 s: lost canvases"):
+        call_command("wait", "lost", "--stall", "0.2", stdout=io.StringIO())
+    with pytest.raises(Exception, match="after the 0.5 s timeout"):
+        call_command("wait", "lost", "--stall", "0", "--timeout", "0.5", stdout=io.StringIO())
+    assert BatchCanvas.objects.get(batch_id="lost").state == BatchCanvas.QUEUED

@@ -1,3 +1,6 @@
+import time
+
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from pipeline import farm
@@ -10,16 +13,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("batch_ids", nargs="*", help="Only these batches (default: every queued canvas)")
         parser.add_argument("--timeout", type=float, help="Give up after SECONDS (exit code 1)")
+        parser.add_argument("--stall", type=float, default=settings.WAIT_STALL_SECONDS,
+                            help="Give up (exit code 1) when no step has finished on the awaited batches for "
+                                 "SECONDS (default WAIT_STALL_SECONDS, %(default)s; 0: never)")
 
-    def handle(self, *args, batch_ids, timeout, **opts):
+    def handle(self, *args, batch_ids, timeout, stall, **opts):
         from pipeline.models import BatchCanvas
 
         ids = batch_ids or list(BatchCanvas.objects.filter(state=BatchCanvas.QUEUED).values_list("batch_id", flat=True))
-        still = farm.wait(ids, timeout=timeout)
+        started = time.monotonic()
+        still = farm.wait(ids, timeout=timeout, stall=stall)
         counts, failures = farm.summary(ids)
         self.stdout.write(f"Canvases of {len(ids)} batch(es): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         self.stdout.write(step_report(ids))
         if still:
-            raise CommandError(f"{len(still)} canvas(es) still queued after {timeout} s")
+            waited = time.monotonic() - started
+            why = (f"after the {timeout:g} s timeout" if timeout is not None and waited >= timeout else
+                   f"with no step finished on them for {stall:g} s: lost canvases? `manage.py repair` re-runs them")
+            raise CommandError(f"{len(still)} canvas(es) still queued {why}")
         if failures:
             raise CommandError("failed:\n" + "\n".join(failures))
