@@ -142,7 +142,7 @@ def _split(labels, simulated, objects, fraction, rng):
 
 
 def train(shared_data, out_dir, sim_per_class=1200, epochs=12, batch_size=64, seed=0, progress=True,
-          version="1.0.0", learning_rate=1e-3, log_write=print):
+          version="1.1.0", learning_rate=1e-3, log_write=print):
     """Build the training set, train, evaluate, and write the model, its metadata and card into ``out_dir``."""
     import keras
     from tqdm import tqdm

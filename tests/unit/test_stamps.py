@@ -187,6 +187,12 @@ def test_committed_model_is_small_and_versioned(committed_model):
     assert (MODEL_DIR / S.MODEL_FILE).stat().st_size < 5 * 2**20
     assert committed_model.version == meta["version"] and meta["classes"] == list(S.CLASSES)
     assert (MODEL_DIR / "model_card.md").exists() and (MODEL_DIR / "confusion_validation.png").exists()
+    # it is what `train_stamp_classifier` with its defaults writes (a retrain must bump the default version)
+    from pipeline.management.commands.train_stamp_classifier import Command
+
+    defaults = Command().create_parser("manage.py", "train_stamp_classifier").parse_args([])
+    assert (meta["version"], meta["seed"], meta["epochs"], meta["sim_per_class"], meta["batch_size"]) == (
+        defaults.model_version, defaults.seed, defaults.epochs, defaults.sim_per_class, defaults.batch_size)
 
 
 def test_probabilities_unchanged_when_the_three_cutouts_are_rotated_by_90_degrees(committed_model):

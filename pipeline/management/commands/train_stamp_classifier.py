@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=12)
         parser.add_argument("--sim-per-class", type=int, default=1200)
         parser.add_argument("--batch-size", type=int, default=64)
-        parser.add_argument("--model-version", default="1.0.0")
+        parser.add_argument("--model-version", default="1.1.0")
 
     def handle(self, *args, **opts):
         from pipeline.stamp_training import train
