@@ -182,9 +182,11 @@ REPAIR_EVERY_MINUTES = float(os.environ.get("REPAIR_EVERY_MINUTES", "30"))
 REPAIR_MIN_AGE_MINUTES = float(os.environ.get("REPAIR_MIN_AGE_MINUTES", "30"))
 # How long `ingest` waits for a lost broker to come back before it stops (exit code 1).
 BROKER_LOST_WAIT_SECONDS = float(os.environ.get("BROKER_LOST_WAIT_SECONDS", "120"))
-# `wait` gives up when no step has finished on the awaited batches for this long: a redelivered task
-# (after a lost worker) reappears within the visibility timeout, so twice that means the canvas is lost.
-WAIT_STALL_SECONDS = float(os.environ.get("WAIT_STALL_SECONDS", str(2 * CELERY_VISIBILITY_TIMEOUT)))
+# `wait` gives up when no step has finished on the awaited batches for this long. A killed worker's task
+# came back 102 s after the kill with a 25 s visibility timeout and a 20 s task limit (kombu restores
+# unacknowledged tasks on its own schedule), so the margin is four times visibility plus task limit.
+WAIT_STALL_SECONDS = float(os.environ.get(
+    "WAIT_STALL_SECONDS", str(4 * (CELERY_VISIBILITY_TIMEOUT + CELERY_TASK_TIME_LIMIT))))
 # Rubin/LSST wire-format packets: a folder of the alert schemas (lsst/alert_packet layout) or a schema registry URL.
 LSST_SCHEMAS = os.environ.get("LSST_SCHEMAS", "")
 # Output stream: redis://HOST:PORT/DB?stream=NAME&maxlen=N (default) or kafka://HOST:PORT/TOPIC; empty: off.
