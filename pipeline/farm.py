@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import canvas
-from .models import BatchCanvas
+from .models import BatchCanvas, StepTiming
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,23 @@ def canvas_state(record):
     return BatchCanvas.QUEUED, ""
 
 
+class StillQueued(list):
+    """The canvas records ``wait`` gave up on, and ``reason``, why it gave up."""
+
+    def __init__(self, records=(), reason=""):
+        super().__init__(records)
+        self.reason = reason
+
+    def __str__(self):
+        return f"{len(self)} canvas(es) still queued {self.reason}"
+
+
 def wait(batch_ids=None, timeout=None, poll=1.0, stall=None):
     """Block until every queued canvas (of ``batch_ids``, or all) has finished or failed; update the
-    records. Returns the records still queued when ``timeout`` ran out, or when no step finished on
-    them and no canvas ended for ``stall`` seconds (a lost canvas); empty when all ended."""
-    from .models import StepTiming
-
+    records. Returns the records still queued (``StillQueued``, empty when all ended) when ``timeout``
+    ran out, or when no step finished on them for ``stall`` seconds (default WAIT_STALL_SECONDS; 0:
+    never), which is how a lost canvas looks."""
+    stall = settings.WAIT_STALL_SECONDS if stall is None else stall
     started = time.monotonic()
     last_progress, progress = started, None
     while True:
@@ -157,14 +168,17 @@ def wait(batch_ids=None, timeout=None, poll=1.0, stall=None):
             record.state, record.error, record.finished = state, error, timezone.now()
             record.save(update_fields=["state", "error", "finished"])
         now = time.monotonic()
-        if not still or (timeout is not None and now - started >= timeout):
-            return still
+        if not still:
+            return StillQueued()
+        if timeout is not None and now - started >= timeout:
+            return StillQueued(still, f"after the {timeout:g} s timeout")
         if stall:
             steps_done = StepTiming.objects.filter(batch_id__in=[r.batch_id for r in still]).count()
             if (len(still), steps_done) != progress:
                 last_progress, progress = now, (len(still), steps_done)
             elif now - last_progress >= stall:
-                return still
+                return StillQueued(still, f"with no step finished on them for {stall:g} s: lost canvases? "
+                                          "`manage.py repair` re-runs their objects")
         time.sleep(poll)
 
 

@@ -3,7 +3,6 @@ import logging
 import sys
 import time
 
-from django.conf import settings
 from tqdm import tqdm
 
 from . import farm
@@ -43,12 +42,10 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, lim
                 launched.append(result.batch_id)
     bar.close()
     if wait and launched and not farm.eager():
-        stall = settings.WAIT_STALL_SECONDS
-        still = farm.wait(launched, stall=stall)
+        still = farm.wait(launched)
         total.step_failures.extend(farm.summary(launched)[1])
         if still:
-            total.step_failures.append(f"{len(still)} canvas(es) still queued with no step finished on them for "
-                                       f"{stall:g} s (lost? `manage.py repair` re-runs their objects)")
+            total.step_failures.append(str(still))
     if wait and launched:  # objects a step could not process count as that batch's failure
         total.step_failures.extend(farm.step_quarantines(launched))
     return total

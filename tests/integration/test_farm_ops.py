@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from pipeline import repair, steps, timing
 from pipeline.models import (
@@ -181,12 +181,14 @@ def test_wait_gives_up_on_a_lost_canvas_only_once_nothing_progresses(monkeypatch
     still = farm.wait(["lost"], stall=3, poll=1)
     assert [r.batch_id for r in still] == ["lost"]
     assert clock[0] == 5 + 3  # it waited while steps finished, then gave up 3 s after the last one
-    assert farm.wait(["lost"], timeout=2, poll=1) and clock[0] == 8 + 2  # no stall limit: only the timeout ends it
+    assert str(still).startswith("1 canvas(es) still queued with no step finished on them for 3 s")
+    still = farm.wait(["lost"], timeout=2, poll=1, stall=0)
+    assert str(still) == "1 canvas(es) still queued after the 2 s timeout" and clock[0] == 8 + 2
     monkeypatch.undo()
 
     monkeypatch.setattr(farm, "canvas_state", lambda record: (BatchCanvas.QUEUED, ""))
-    with pytest.raises(Exception, match="no step finished on them for 0.2 s: lost canvases"):
+    with pytest.raises(CommandError, match="no step finished on them for 0.2 s: lost canvases"):
         call_command("wait", "lost", "--stall", "0.2", stdout=io.StringIO())
-    with pytest.raises(Exception, match="after the 0.5 s timeout"):
+    with pytest.raises(CommandError, match="after the 0.5 s timeout"):
         call_command("wait", "lost", "--stall", "0", "--timeout", "0.5", stdout=io.StringIO())
     assert BatchCanvas.objects.get(batch_id="lost").state == BatchCanvas.QUEUED

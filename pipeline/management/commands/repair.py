@@ -27,8 +27,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"  behind {step:<12} {len(oids):>7} objects")
             total = len(set().union(*found.values()))
             self.stdout.write(f"{'would re-run' if dry_run else 're-ran'} {total} objects in {len(batch_ids)} batches")
-            if batch_ids and not no_wait and not farm.eager():
-                farm.wait(batch_ids)
+            still = farm.wait(batch_ids) if batch_ids and not no_wait and not farm.eager() else []
             counts, failures = farm.summary(batch_ids)
             if failures:
                 raise CommandError("repair batches failed:\n" + "\n".join(failures))
+            if still:
+                raise CommandError(str(still))
