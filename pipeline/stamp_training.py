@@ -313,28 +313,28 @@ def model_card(meta, per_alert):
               "",
               f"Validation (15% of the objects of each class and origin, held out; mostly simulated): accuracy {val['accuracy']:.3f}",
               "",
-              "| class | precision | recall | support |", "|---|---|---|---|"]
-    for i, cls in enumerate(S.CLASSES):
-        lines.append(f"| {cls} | {val['precision'][i]:.3f} | {val['recall'][i]:.3f} | {val['support'][i]} |")
-    real = meta.get("validation_real")
-    if real:
-        n_real = sum(real["support"])
-        lines += ["", f"Of which the real, weakly labeled alerts ({n_real}; their objects held out whole): accuracy "
-                  f"{real['accuracy']:.3f}", "", "| class | precision | recall | support |", "|---|---|---|---|"]
-        for i, cls in enumerate(S.CLASSES):
-            lines.append(f"| {cls} | {real['precision'][i]:.3f} | {real['recall'][i]:.3f} | {real['support'][i]} |")
+              *_metrics_table(val)]
+    real = meta["validation_real"]
+    lines += ["", f"Of which the real, weakly labeled alerts ({sum(real['support'])}; their objects held out whole): "
+              f"accuracy {real['accuracy']:.3f}", "", *_metrics_table(real)]
     lines += ["", "![validation confusion matrix](confusion_validation.png)", "",
               f"**Real test set**: the 36 labeled stamps of ALeRCE (`../shared/data/labeled/alerce_stamps51`, never "
               f"trained on): **{test['n_correct']}/{test['n']} correct** (ALeRCE's early public checkpoint: 34/36).",
               "These 36 stamps were also used once to choose between two training recipes (real `drb` bogus or not,",
               "three seeds each; see the weak-label rule above), so they are not a wholly untouched test set.",
-              "", "| class | precision | recall | support |", "|---|---|---|---|"]
-    for i, cls in enumerate(S.CLASSES):
-        lines.append(f"| {cls} | {test['precision'][i]:.3f} | {test['recall'][i]:.3f} | {test['support'][i]} |")
+              "", *_metrics_table(test)]
     lines += ["", "![test confusion matrix](confusion_alerce_stamps51.png)", "", "Per stamp:", "",
               per_alert.to_markdown(index=False) if _has_tabulate() else "```\n" + per_alert.to_string(index=False) + "\n```",
               ""]
     return "\n".join(lines)
+
+
+def _metrics_table(metrics):
+    """Markdown rows: precision, recall and support per class."""
+    rows = ["| class | precision | recall | support |", "|---|---|---|---|"]
+    for i, cls in enumerate(S.CLASSES):
+        rows.append(f"| {cls} | {metrics['precision'][i]:.3f} | {metrics['recall'][i]:.3f} | {metrics['support'][i]} |")
+    return rows
 
 
 def _has_tabulate():

@@ -115,6 +115,7 @@ def test_every_real_packet_with_cutouts_is_usable_including_ccd_edge_ones():
     folder = require_shared("ztf_alerts")
     alerts = [r for path in sorted(folder.glob("*.avro")) for r in decode_container(path.read_bytes())
               if r.get("cutoutScience")]
+
     def cut_short(alert):
         science = alert["cutoutScience"]
         try:
