@@ -120,6 +120,7 @@ class NonDetection(models.Model):
     parent_candid = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "non-detection"
         db_table = "non_detection"
         constraints = [models.UniqueConstraint(fields=["oid", "fid", "mjd"], name="non_detection_unique")]
 
@@ -202,6 +203,7 @@ class Ps1(models.Model):
     class Meta:
         db_table = "ps1_ztf"
         verbose_name = "PS1 match"
+        verbose_name_plural = "PS1 matches"
 
 
 class Gaia(models.Model):
@@ -215,6 +217,7 @@ class Gaia(models.Model):
     class Meta:
         db_table = "gaia_ztf"
         verbose_name = "Gaia match"
+        verbose_name_plural = "Gaia matches"
 
 
 class SolarSystem(models.Model):
@@ -227,6 +230,7 @@ class SolarSystem(models.Model):
     class Meta:
         db_table = "ss_ztf"
         verbose_name = "solar-system match"
+        verbose_name_plural = "solar-system matches"
 
 
 class RawAlert(models.Model):
@@ -321,6 +325,7 @@ class MagStats(models.Model):
     step_id_corr = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
+        verbose_name = "magstats row"
         db_table = "magstat"
         verbose_name_plural = "magstats"
         constraints = [models.UniqueConstraint(fields=["oid", "fid"], name="magstat_unique")]
@@ -363,6 +368,7 @@ class Xmatch(models.Model):
     dist = models.FloatField(help_text="arcsec")
 
     class Meta:
+        verbose_name = "cross-match"
         db_table = "xmatch"
         verbose_name_plural = "cross-matches"
         constraints = [models.UniqueConstraint(fields=["oid", "catalog"], name="xmatch_unique")]
@@ -378,8 +384,9 @@ class XmatchPending(models.Model):
     updated = models.DateTimeField()
 
     class Meta:
+        verbose_name = "pending cross-match"
         db_table = "xmatch_pending"
-        verbose_name_plural = "cross-matches pending"
+        verbose_name_plural = "pending cross-matches"
         constraints = [models.UniqueConstraint(fields=["oid", "catalog"], name="xmatch_pending_unique")]
 
 
@@ -428,6 +435,7 @@ class Probability(models.Model):
 
     class Meta:
         db_table = "probability"
+        verbose_name_plural = "probabilities"
         constraints = [
             models.UniqueConstraint(
                 fields=["oid", "classifier_name", "classifier_version", "class_name"], name="probability_unique"
