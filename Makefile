@@ -40,19 +40,19 @@ chromium:
 test: venv chromium
 	$(PY) -m pytest
 	$(PY) -m tests.integration.on_postgres
-	$(PY) -m pytest -m farm_faults tests/integration/test_farm_faults.py
+	$(PY) -m pytest -m farm_faults tests/integration/workflow/test_farm_faults.py
 
 bench: migrate
 	$(PY) manage.py bench ingest
 	$(PY) manage.py bench features
 	$(PY) manage.py bench stamps
 
-# --- The worker farm on one host (README, "Operating the farm"). Needs CELERY_BROKER_URL (and DATABASE_URL).
+# --- The worker farm on one host (docs/operating.md). Needs CELERY_BROKER_URL (and DATABASE_URL).
 QUEUE_INGEST ?= $(or $(BROKER_QUEUE_INGEST),ingest)
 QUEUE_IO ?= $(or $(BROKER_QUEUE_IO),io)
 QUEUE_CPU ?= $(or $(BROKER_QUEUE_CPU),cpu)
 QUEUE_GPU ?= $(or $(BROKER_QUEUE_GPU),gpu)
-# Measured on 2 cores (README, "Operating the farm"): cpu at 3 processes (cores + 1: the steps also wait
+# Measured on 2 cores (docs/operating.md): cpu at 3 processes (cores + 1: the steps also wait
 # for PostgreSQL on the same host); ingest+io waits on disk and network, 2; gpu 1. Prefetch 1 (settings).
 CPU_CONCURRENCY ?= 3
 IO_CONCURRENCY ?= 2

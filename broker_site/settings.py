@@ -88,7 +88,7 @@ WSGI_APPLICATION = "broker_site.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "pipeline" / "web" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -118,6 +118,7 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "pipeline" / "web" / "static"]
 
 LOGGING = {
     "version": 1,
@@ -138,8 +139,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Time limits and the Redis visibility timeout are set from the slowest step, measured (README,
-# "Operating the farm"): features, 1.4 s per 300-alert batch on PostgreSQL on the loaded 2-core machine.
+# Time limits and the Redis visibility timeout are set from the slowest step, measured (docs/operating.md):
+# features, 1.4 s per 300-alert batch on PostgreSQL on the loaded 2-core machine.
 # A step may take 70 times that before it is killed.
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "120"))
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "100"))
@@ -160,14 +161,18 @@ QUEUE_CPU = os.environ.get("BROKER_QUEUE_CPU", "cpu")
 QUEUE_GPU = os.environ.get("BROKER_QUEUE_GPU", "gpu")
 CELERY_TASK_QUEUES = [Queue(name) for name in (QUEUE_INGEST, QUEUE_IO, QUEUE_CPU, QUEUE_GPU)]
 CELERY_TASK_DEFAULT_QUEUE = QUEUE_CPU
+# The task modules (pipeline/workflow/); task names are their module paths.
+CELERY_IMPORTS = ["pipeline.workflow.step_tasks", "pipeline.workflow.ops_tasks"]
 CELERY_TASK_ROUTES = {
-    "pipeline.tasks.ingest_files": {"queue": QUEUE_INGEST},
-    "pipeline.tasks.xmatch": {"queue": QUEUE_IO},
-    "pipeline.tasks.stamp_classify": {"queue": QUEUE_GPU},
-    "pipeline.tasks.*": {"queue": QUEUE_CPU},
+    "pipeline.workflow.ops_tasks.ingest_files": {"queue": QUEUE_INGEST},
+    "pipeline.workflow.step_tasks.xmatch": {"queue": QUEUE_IO},
+    "pipeline.workflow.step_tasks.stamp_classify": {"queue": QUEUE_GPU},
+    "pipeline.workflow.*": {"queue": QUEUE_CPU},
 }
 
 # --- The broker's own knobs.
+# The shared real data (benchmarks, training): ../shared/data beside the repository unless set.
+SHARED_DATA_DIR = Path(os.environ.get("BROKER_SHARED_DATA", BASE_DIR.parent / "shared" / "data"))
 ALERT_BATCH_SIZE = int(os.environ.get("ALERT_BATCH_SIZE", "300"))
 ALERT_ARCHIVE_URL = os.environ.get("ALERT_ARCHIVE_URL", str(VAR_DIR / "archive"))
 XMATCH_BACKEND = os.environ.get("XMATCH_BACKEND", "local")
@@ -193,8 +198,8 @@ LSST_SCHEMAS = os.environ.get("LSST_SCHEMAS", "")
 OUTPUT_STREAM_URL = os.environ.get("OUTPUT_STREAM_URL", "redis://127.0.0.1:6379/0?stream=broker:alerts&maxlen=100000")
 OUTPUT_STREAM_DEDUP_DAYS = float(os.environ.get("OUTPUT_STREAM_DEDUP_DAYS", "30"))
 CELERY_BEAT_SCHEDULE = {
-    "retry-pending-xmatch": {"task": "pipeline.tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
-    "repair-behind-objects": {"task": "pipeline.tasks.repair_behind", "schedule": REPAIR_EVERY_MINUTES * 60},
+    "retry-pending-xmatch": {"task": "pipeline.workflow.ops_tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},
+    "repair-behind-objects": {"task": "pipeline.workflow.ops_tasks.repair_behind", "schedule": REPAIR_EVERY_MINUTES * 60},
 }
 
 # --- REST API (ALeRCE's ZTF API v1 routes): read-only and open, JSON errors, OpenAPI schema.

@@ -4,6 +4,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("pipeline.api.urls")),
-    path("multisurvey/", include("pipeline.api_lsst")),  # the alerce client's multisurvey (Rubin) routes
-    path("", include("pipeline.urls")),
+    path("multisurvey/", include("pipeline.api.multisurvey")),  # the alerce client's multisurvey (Rubin) routes
+    path("", include("pipeline.web.urls")),
 ]

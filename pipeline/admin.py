@@ -2,7 +2,7 @@
 from django.contrib import admin
 from django.utils import timezone
 
-from . import models
+from pipeline import models
 
 MJD_UNIX_EPOCH = 40587.0
 

@@ -3,8 +3,8 @@ from functools import cache
 
 from django.conf import settings
 
-from .steps.xmatch import get_xmatch_backend
-from .storage import get_archive
+from pipeline.ingest.storage import get_archive
+from pipeline.steps.xmatch import get_xmatch_backend
 
 
 @cache

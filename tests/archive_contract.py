@@ -1,7 +1,7 @@
 """The contract every raw-archive backend keeps (local folder, S3): one check, run on each."""
 import pytest
 
-from pipeline.storage import ArchiveMissing, alert_key
+from pipeline.ingest.storage import ArchiveMissing, alert_key
 
 # Bytes that would break any text round trip: NUL, high bytes, CR/LF, an Avro magic.
 PAYLOAD = b"Obj\x01\x00\xff\xfe\r\n" + bytes(range(256)) * 64

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db.models import F, OuterRef, Q, Subquery
 
-from ..models import Object, Probability
+from pipeline.models import Object, Probability
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000

@@ -1,8 +1,8 @@
 """Response shapes of ALeRCE's ZTF API v1 (as its public client reads them), for our tables."""
 from rest_framework import serializers
 
-from ..models import Detection, Feature, MagStats, NonDetection, Object, Probability
-from .queries import OBJECT_COLUMNS
+from pipeline.api.queries import OBJECT_COLUMNS
+from pipeline.models import Detection, Feature, MagStats, NonDetection, Object, Probability
 
 
 class ObjectSerializer(serializers.ModelSerializer):

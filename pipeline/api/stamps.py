@@ -4,10 +4,10 @@ import io
 import fastavro
 import numpy as np
 
-from ..backends import archive
-from ..models import RawAlert
-from ..storage import ArchiveMissing
-from ..surveys.ztf import CUTOUT_FIELDS, cutout_image
+from pipeline.backends import archive
+from pipeline.ingest.storage import ArchiveMissing
+from pipeline.models import RawAlert
+from pipeline.surveys.ztf import CUTOUT_FIELDS, cutout_image
 
 STAMP_TYPES = tuple(CUTOUT_FIELDS)  # science, template, difference
 STRETCHES = ("asinh", "zscale", "linear")

@@ -3,25 +3,9 @@ plus the stamps_ztf routes at the root (AVRO_URL = this server) and the OpenAPI 
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from . import views
+from pipeline.api import views
 
 OID = "<str:oid>"
-# the client's ZTF_ROUTES (forced_photometry is ALeRCE's v2 route; the client's ZTF section uses it)
-CLIENT_ROUTES = {
-    "objects": "/ztf/v1/objects",
-    "single_object": "/ztf/v1/objects/%s",
-    "detections": "/ztf/v1/objects/%s/detections",
-    "non_detections": "/ztf/v1/objects/%s/non_detections",
-    "lightcurve": "/ztf/v1/objects/%s/lightcurve",
-    "magstats": "/ztf/v1/objects/%s/magstats",
-    "probabilities": "/ztf/v1/objects/%s/probabilities",
-    "features": "/ztf/v1/objects/%s/features",
-    "single_feature": "/ztf/v1/objects/%s/features/%s",
-    "classifiers": "/ztf/v1/classifiers",
-    "classifier_classes": "/ztf/v1/classifiers/%s/%s/classes",
-    "forced_photometry": "/v2/lightcurve/forced-photometry/%s",
-}
-
 urlpatterns = [
     path("ztf/v1/objects", views.ObjectList.as_view(), name="api-objects"),
     path(f"ztf/v1/objects/{OID}", views.ObjectDetail.as_view(), name="api-object"),

@@ -10,14 +10,15 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from ..models import Detection, Feature, ForcedPhotometry, MagStats, NonDetection, Object, Probability
-from . import serializers as s
-from .permissions import ReadOnlyOrStaff
-from .queries import (
+from pipeline.api import serializers as s
+from pipeline.api.client import client_config
+from pipeline.api.permissions import ReadOnlyOrStaff
+from pipeline.api.queries import (
     DEFAULT_CONE_RADIUS_ARCSEC, DEFAULT_PAGE_SIZE, MAX_CONE_RADIUS_ARCSEC, MAX_OIDS, MAX_PAGE_SIZE, ORDER_COLUMNS,
     BadParameter, parse_object_query, search_objects,
 )
-from .stamps import STAMP_TYPES, STRETCHES, StampMissing, cutout_bytes, raw_alert, stamp_png
+from pipeline.api.stamps import STAMP_TYPES, STRETCHES, StampMissing, cutout_bytes, raw_alert, stamp_png
+from pipeline.models import Detection, Feature, ForcedPhotometry, MagStats, NonDetection, Object, Probability
 
 
 class BadRequest(exceptions.APIException):
@@ -288,27 +289,6 @@ class ClientConfig(BaseView):
     def get(self, request):
         return Response(client_config(request.build_absolute_uri("/").rstrip("/")))
 
-
-def client_config(base_url):
-    """A complete config file for the alerce client: its ``ztf`` and ``stamps_ztf`` sections point here; the
-    LSST sections (``multisurvey``, ``stamps``) keep ALeRCE's public services, which this broker does not serve."""
-    from . import urls
-
-    return {
-        "multisurvey": {"URL_MS": "https://api-lsst.alerce.online/", "ROUTES_MS": ALERCE_LSST_ROUTES},
-        "ztf": {"ZTF_API_URL": base_url, "ZTF_ROUTES": dict(urls.CLIENT_ROUTES)},
-        "stamps": {"STAMP_URL": "https://api-lsst.alerce.online/stamps_api",
-                   "AVRO_ROUTES": {"get_stamp": "/stamp", "get_avro": "/get_avro"}},
-        "stamps_ztf": {"AVRO_URL": base_url, "AVRO_ROUTES": {"get_stamp": "/get_stamp", "get_avro": "/get_avro"}},
-    }
-
-
-ALERCE_LSST_ROUTES = {
-    "objects": "object_api/list_objects", "single_object": "object_api/object",
-    "detections": "lightcurve_api/detections", "forced_photometry": "lightcurve_api/forced-photometry",
-    "non_detections": "lightcurve_api/non_detections", "lightcurve": "lightcurve_api/lightcurve",
-    "probabilities": "probability_api/probability",
-}
 
 FP_KEYS = ("mjd", "fid")
 

@@ -1,0 +1,1 @@
+"""The science: plain functions over batches (numpy/pandas/scikit-learn); no Django, no Celery."""

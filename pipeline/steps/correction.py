@@ -32,7 +32,7 @@ brings an earlier detection re-decides the flags of the stored ones):
 The first three clauses are ALeRCE's rule as written; the last is ours (ALeRCE writes magnitude 100
 and does not flag it). A negative argument of the error's square root is not dubious: it leaves
 ``dm_corr`` missing (with its ``corr_note``) and nothing else. On the shared real ZTF packets
-these flags mark 1.0% of corrected detections (2.1% of all) dubious (README, "Design notes").
+these flags mark 1.0% of corrected detections (2.1% of all) dubious (docs/science-correction.md).
 ZTF writes -999 for "no value" in the reference/PS1 columns; such values (and negative distances,
 magnitudes <= 0, negative errors, sgscore1 outside [0, 1]) are read as missing.
 """
@@ -266,7 +266,7 @@ def correct_objects(detections: pd.DataFrame):
 
 
 def flag_summary(corrected_detections: pd.DataFrame) -> dict:
-    """Counts behind the README's design notes, from ``correct`` output that keeps the reference and
+    """Counts behind the design notes of docs/science-correction.md, from ``correct`` output that keeps the reference and
     PS1 columns: detections, corrected, dubious (all, among corrected), corrected without a magnitude or
     without an error, and the objects and bands whose ``stellar`` differs under ALeRCE's chained
     sharpnr comparison."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .lc_classifier import BRANCHES, preprocess
+from pipeline.steps.lc_classifier import BRANCHES, preprocess
 
 TOP_FRACTION = 0.01
 

@@ -64,7 +64,7 @@ MIN_ARRAY_ITEM_BYTES = 8
 _SCHEMA_CACHE_MAX_BYTES = 2**18
 
 #: Ids: a real ZTF objectId is "ZTF" + 2-digit year + 7 lowercase letters; the simulator's
-#: (``pipeline/simulate.py``) put "SIM" after "ZTF". candids are positive 64-bit integers.
+#: (``pipeline/simulation/night.py``) put "SIM" after "ZTF". candids are positive 64-bit integers.
 _ZTF_OID = re.compile(r"ZTF[0-9]{2}[a-z]{7}", re.ASCII)
 _SIMULATED_OID = re.compile(r"ZTFSIM[0-9]{2}[a-z]{7}", re.ASCII)
 MAX_CANDID = 2**63 - 1

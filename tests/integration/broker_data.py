@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from pipeline import backends
+from pipeline.ingest.runner import ingest_paths
 from pipeline.models import Detection, Object, OutlierScore, Probability, Quarantine
-from pipeline.runner import ingest_paths
-from pipeline.simulate import simulate_night
+from pipeline.simulation.night import simulate_night
 from tests.conftest import SHARED_DATA
 
 SIM_OBJECTS, SIM_SEED = 16, 7

@@ -2,7 +2,7 @@ import pandas as pd
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline import lc_files
+from pipeline.offline import lightcurves as lc_files
 from pipeline.steps import lc_classifier
 
 

@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand
 
-from pipeline import loaders
 from pipeline.models import Object
 from pipeline.steps import magstats
 from pipeline.steps.correction import flag_summary
+from pipeline.store import loaders
 
 
 class Command(BaseCommand):

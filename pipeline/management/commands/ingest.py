@@ -1,10 +1,11 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline.farm import BrokerLost
-from pipeline.locks import database_writer
-from pipeline.runner import ingest_paths, step_report
-from pipeline.sources import Limits
+from pipeline.ingest.runner import ingest_paths
+from pipeline.ingest.sources import Limits
+from pipeline.store.locks import database_writer
+from pipeline.workflow.batches import BrokerLost
+from pipeline.workflow.timing import step_report
 
 
 class Command(BaseCommand):
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         if opts["kafka"]:
             if not (opts["topic"] and opts["group"]) or opts["paths"]:
                 raise CommandError("--kafka needs --topic and --group, and no paths")
-            from pipeline.kafka_ingest import KafkaIngest
+            from pipeline.ingest.kafka import KafkaIngest
 
             summary = KafkaIngest(opts["kafka"], opts["topic"], opts["group"], batch_size=opts["batch_size"],
                                   pipeline=not opts["no_pipeline"], progress=not opts["no_progress"],

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline import streams
+from pipeline.output import streams
 
 
 class Command(BaseCommand):

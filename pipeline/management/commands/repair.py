@@ -1,9 +1,9 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline import farm
-from pipeline.locks import database_writer
-from pipeline.repair import repair
+from pipeline.store.locks import database_writer
+from pipeline.workflow import batches
+from pipeline.workflow.repair import repair
 
 
 class Command(BaseCommand):
@@ -27,8 +27,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"  behind {step:<12} {len(oids):>7} objects")
             total = len(set().union(*found.values()))
             self.stdout.write(f"{'would re-run' if dry_run else 're-ran'} {total} objects in {len(batch_ids)} batches")
-            still = farm.wait(batch_ids) if batch_ids and not no_wait and not farm.eager() else []
-            counts, failures = farm.summary(batch_ids)
+            still = batches.wait(batch_ids) if batch_ids and not no_wait and not batches.eager() else []
+            counts, failures = batches.summary(batch_ids)
             if failures:
                 raise CommandError("repair batches failed:\n" + "\n".join(failures))
             if still:

@@ -1,9 +1,9 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline import canvas
-from pipeline.ingest import new_batch_id
 from pipeline.models import Object
+from pipeline.workflow import canvas
+from pipeline.workflow.timing import new_batch_id
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from pipeline.simulate import PUBLISHER, plan_night, write_night
-from pipeline.simulate_catalog import simulated_allwise
+from pipeline.simulation.catalog import simulated_allwise
+from pipeline.simulation.night import PUBLISHER, plan_night, write_night
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
-from pipeline import timing
+from pipeline.workflow import timing
 
 
 class Command(BaseCommand):

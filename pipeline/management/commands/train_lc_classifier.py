@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from pipeline import bench, lc_training
+from pipeline.training import lc_classifier as lc_training
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         d = lc_training.TrainingConfig()
-        parser.add_argument("--data", default=str(bench.SHARED_DATA), help="The shared data folder")
+        parser.add_argument("--data", default=str(settings.SHARED_DATA_DIR), help="The shared data folder")
         parser.add_argument("--out", default=str(Path(settings.LC_CLASSIFIER_MODEL).parent))
         parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--trees", type=int, default=d.n_estimators)

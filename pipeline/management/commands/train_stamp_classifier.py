@@ -3,8 +3,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline.bench import SHARED_DATA
-
 
 class Command(BaseCommand):
     help = (
@@ -14,7 +12,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--out", default=str(settings.STAMP_CLASSIFIER_DIR))
-        parser.add_argument("--data", default=str(SHARED_DATA), help="The shared data folder")
+        parser.add_argument("--data", default=str(settings.SHARED_DATA_DIR), help="The shared data folder")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--epochs", type=int, default=12)
         parser.add_argument("--sim-per-class", type=int, default=1200)
@@ -22,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--model-version", default="1.1.0")
 
     def handle(self, *args, **opts):
-        from pipeline.stamp_training import train
+        from pipeline.training.stamp_classifier import train
 
         data = Path(opts["data"])
         if not (data / "ztf_alerts").exists():

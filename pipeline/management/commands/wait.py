@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline import farm
-from pipeline.runner import step_report
+from pipeline.workflow import batches
+from pipeline.workflow.timing import step_report
 
 
 class Command(BaseCommand):
@@ -19,8 +19,8 @@ class Command(BaseCommand):
         from pipeline.models import BatchCanvas
 
         ids = batch_ids or list(BatchCanvas.objects.filter(state=BatchCanvas.QUEUED).values_list("batch_id", flat=True))
-        still = farm.wait(ids, timeout=timeout, stall=stall)
-        counts, failures = farm.summary(ids)
+        still = batches.wait(ids, timeout=timeout, stall=stall)
+        counts, failures = batches.summary(ids)
         self.stdout.write(f"Canvases of {len(ids)} batch(es): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         self.stdout.write(step_report(ids))
         if still:

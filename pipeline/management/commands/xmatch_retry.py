@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from pipeline.tasks import retry_pending_xmatch
+from pipeline.workflow.ops_tasks import retry_pending_xmatch
 
 
 class Command(BaseCommand):

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .base import NO_DATA, NOT_FINITE, TOO_FEW_POINTS, Missing
-from .registry import BANDS, FEATURE_NAMES, FEATURE_VERSION, GROUPS
+from pipeline.steps.features.base import NO_DATA, NOT_FINITE, TOO_FEW_POINTS, Missing
+from pipeline.steps.features.registry import BANDS, FEATURE_NAMES, FEATURE_VERSION, GROUPS
 
 logger = logging.getLogger(__name__)
 

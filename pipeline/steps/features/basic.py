@@ -17,7 +17,7 @@ or after it (else Missing(no_data)); the counts are always defined (0 is a count
 """
 import numpy as np
 
-from .base import NO_DATA, Missing, all_missing, value_or_missing
+from pipeline.steps.features.base import NO_DATA, Missing, all_missing, value_or_missing
 
 GROUP = "basic"
 PER_BAND = True

@@ -17,12 +17,12 @@ ALeRCE ``lc_classifier`` (Sánchez-Sáez et al. 2021, AJ 161 141, table 2):
 
 Everything is computed for the whole batch with pandas/numpy (no per-object loop).
 """
+import astropy.units as u
 import numpy as np
 import pandas as pd
 from astropy.coordinates import SkyCoord
-import astropy.units as u
 
-from .base import NO_DATA, NO_WISE_MATCH
+from pipeline.steps.features.base import NO_DATA, NO_WISE_MATCH
 
 GROUP = "context"
 PER_BAND = False

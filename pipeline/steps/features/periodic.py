@@ -44,7 +44,7 @@ import math
 import numba
 import numpy as np
 
-from .base import NO_DATA, NO_PERIOD, TOO_FEW_POINTS, Missing, all_missing
+from pipeline.steps.features.base import NO_DATA, NO_PERIOD, TOO_FEW_POINTS, Missing, all_missing
 
 GROUP = "periodic"
 PER_BAND = False  # names below already carry their band suffix; BAND_OF says which band

@@ -27,7 +27,7 @@ baseline and a reparametrised plateau (``nu = -beta gamma / A``), and takes boun
 """
 import numpy as np
 
-from .base import FIT_FAILED, NO_DATA, TOO_FEW_POINTS, Missing, all_missing
+from pipeline.steps.features.base import FIT_FAILED, NO_DATA, TOO_FEW_POINTS, Missing, all_missing
 
 GROUP = "spm"
 PER_BAND = True

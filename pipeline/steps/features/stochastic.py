@@ -36,8 +36,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .base import FIT_FAILED, NOT_FINITE, TOO_FEW_POINTS, Missing, all_missing, value_or_missing
-from .variability import prepare
+from pipeline.steps.features.base import FIT_FAILED, NOT_FINITE, TOO_FEW_POINTS, Missing, all_missing, value_or_missing
+from pipeline.steps.features.variability import prepare
 
 GROUP = "stochastic"
 PER_BAND = True

@@ -36,7 +36,7 @@ import light_curve as lc
 import numpy as np
 from scipy.special import chdtr
 
-from .base import TOO_FEW_POINTS, all_missing, value_or_missing
+from pipeline.steps.features.base import TOO_FEW_POINTS, all_missing, value_or_missing
 
 GROUP = "variability"
 PER_BAND = True

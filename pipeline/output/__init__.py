@@ -1,0 +1,1 @@
+"""What leaves the broker: the output stream of processed alerts (Redis Streams or Kafka)."""

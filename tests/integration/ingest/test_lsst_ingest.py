@@ -1,0 +1,102 @@
+"""Rubin/LSST packets through the same ingest, archive and canvas as ZTF ones (SQLite, eager)."""
+import math
+
+import fastavro
+import pytest
+
+from pipeline.backends import archive
+from pipeline.ingest.runner import ingest_paths
+from pipeline.ingest.storage import alert_key
+from pipeline.models import Detection, Feature, ForcedPhotometry, MagStats, Object, Quarantine, RawAlert, SolarSystem
+from tests.conftest import require_shared
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RUBIN = ("rubin_v7_4", "rubin_v9_0", "rubin_v10_0", "elasticc_v0_9")
+
+
+def _expected(folders):
+    """Distinct diaSources, forced-source epochs and objects, straight from the packets."""
+    candids, forced, oids = set(), set(), set()
+    for folder in folders:
+        for path in sorted(folder.glob("*.avro")):
+            with open(path, "rb") as fh:
+                for record in fastavro.reader(fh):
+                    source = record["diaSource"]
+                    obj = source.get("diaObjectId") or (record.get("diaObject") or {}).get("diaObjectId")
+                    oid = str(obj) if obj else f"ss{source['ssObjectId']}"
+                    oids.add(oid)
+                    for row in [source, *(record.get("prvDiaSources") or [])]:
+                        candids.add(row["diaSourceId"])
+                    for row in record.get("prvDiaForcedSources") or []:
+                        forced.add((oid, row["band"], row["midpointMjdTai"]))
+    return candids, forced, oids
+
+
+def test_rubin_and_ztf_packets_in_one_run(broker_env):
+    folders = [require_shared("lsst_alerts", name) for name in RUBIN]
+    ztf = require_shared("ztf_alerts_older_schemas")
+    first = ingest_paths([*folders, ztf], batch_size=40, progress=False)
+    assert first.quarantined == 0 and not first.step_failures, first.report()
+    counts = {m.__name__: m.objects.count() for m in (Object, Detection, ForcedPhotometry, RawAlert, MagStats)}
+
+    candids, forced, oids = _expected(folders)
+    lsst = Detection.objects.filter(survey="lsst")
+    assert lsst.count() == len(candids)
+    assert set(lsst.values_list("candid", flat=True)) == candids
+    assert ForcedPhotometry.objects.filter(survey="lsst").count() == len(forced)
+    assert set(Object.objects.filter(survey="lsst").values_list("oid", flat=True)) == oids
+    assert Object.objects.filter(survey="lsst", simulated=True).count() == 20  # the ELAsTiCC objects
+    assert not Detection.objects.filter(survey="lsst").exclude(oid__survey="lsst").exists()
+    assert set(Detection.objects.filter(survey="lsst").values_list("fid", flat=True)) <= set(range(10, 16))
+    assert set(Detection.objects.filter(survey="ztf").values_list("fid", flat=True)) <= {1, 2, 3}
+    # Magnitudes and fluxes agree row by row; the negative fluxes are there with isdiffpos -1.
+    for flux, mag, isdiffpos in lsst.values_list("psf_flux", "magpsf", "isdiffpos"):
+        assert mag == pytest.approx(31.4 - 2.5 * math.log10(abs(flux)))
+        assert isdiffpos == (1 if flux >= 0 else -1)
+    assert lsst.filter(isdiffpos=-1).exists()
+    # Raw packets archived under their diaSourceId, byte for byte.
+    some = RawAlert.objects.filter(schemavsn="10.0").first()
+    assert archive().load(alert_key(some.candid)) == (folders[2] / f"{some.candid}.avro").read_bytes()
+    assert SolarSystem.objects.filter(oid__oid__startswith="ss").count() == 2
+    # Correction is ZTF-only: Rubin detections are left uncorrected (null), ZTF ones are not.
+    assert not lsst.filter(corrected__isnull=False).exists()
+    assert not Detection.objects.filter(survey="ztf", corrected__isnull=True).exists()
+    # Magstats for every band of every Rubin object; features for Rubin objects from their g/r.
+    assert MagStats.objects.filter(oid__survey="lsst").values("oid").distinct().count() == len(oids)
+    assert MagStats.objects.filter(oid__survey="lsst", fid=13).exists()
+    with_gr = Object.objects.filter(survey="lsst", detections__fid=11).distinct()
+    assert Feature.objects.filter(oid__in=with_gr, name="n_det_1", value__gt=0).exists()
+
+    second = ingest_paths([*folders, ztf], batch_size=40, progress=False)
+    assert (second.new_objects, second.detections, second.forced_photometry) == (0, 0, 0)
+    assert counts == {m.__name__: m.objects.count() for m in (Object, Detection, ForcedPhotometry, RawAlert, MagStats)}
+
+
+def test_bad_rubin_packets_are_quarantined_with_reason(broker_env, tmp_path):
+    source = sorted(require_shared("lsst_alerts", "rubin_v10_0").glob("*.avro"))[0]
+    with open(source, "rb") as fh:
+        reader = fastavro.reader(fh)
+        schema, record = reader.writer_schema, next(reader)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    record["diaSource"]["psfFluxErr"] = None
+    with open(bad / "no_flux_error.avro", "wb") as fh:
+        fastavro.writer(fh, schema, [record])
+    (bad / "truncated.avro").write_bytes(source.read_bytes()[:3000])
+    (bad / "wire_unknown.avro").write_bytes(b"\x00\x00\x00\x04\x4c" + b"\x02" * 50)  # schema id 1100, none configured
+    summary = ingest_paths([bad], batch_size=10, progress=False)
+    assert summary.quarantined == 3 and summary.new_objects == 0
+    reasons = dict(Quarantine.objects.values_list("source", "reason"))
+    reasons = {k.rsplit("/", 1)[-1]: v for k, v in reasons.items()}
+    assert "diaSource.psfFlux/psfFluxErr" in reasons["no_flux_error.avro"]
+    assert "truncated or corrupt" in reasons["truncated.avro"]
+    assert "schema id 1100" in reasons["wire_unknown.avro"]
+    assert Quarantine.objects.get(source__endswith="no_flux_error.avro").candid == record["diaSource"]["diaSourceId"]
+
+
+def test_status_page_shows_rubin_objects_skip_ztf_steps(broker_env, client):
+    ingest_paths([require_shared("lsst_alerts", "rubin_v9_0")], batch_size=50, progress=False)
+    page = client.get("/").content.decode()
+    assert "19</strong> lsst objects" in page
+    assert page.count("ZTF-only step, skipped") == 19

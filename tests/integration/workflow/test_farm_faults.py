@@ -1,0 +1,197 @@
+"""Faults survived by the worker farm, with real processes: PostgreSQL, Redis, `celery worker` and
+`manage.py` subprocesses (tests/integration/farm.py). Each test is bounded in time and cleans up.
+
+The reference is the same small night run eagerly (no broker) into its own database: after each fault
+and its recovery, every table holds exactly the rows of that undisturbed run.
+"""
+import signal
+import time
+
+import pytest
+
+from tests.integration.farm import WORKER_APP, Farm, RedisServer, small_night, wait_for
+from tests.integration.services import require_postgres, require_redis
+
+pytestmark = [pytest.mark.services, pytest.mark.farm_faults]
+
+# Short limits so that a dead worker's task comes back in seconds (the default visibility is 300 s).
+FAST = dict(CELERY_TASK_TIME_LIMIT="20", CELERY_TASK_SOFT_TIME_LIMIT="15", CELERY_TASK_RETRY_BACKOFF_MAX="2",
+            CELERY_VISIBILITY_TIMEOUT="25", BROKER_LOST_WAIT_SECONDS="90")
+BATCH = "30"
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    return small_night(tmp_path_factory.mktemp("night") / "packets", 150)
+
+
+@pytest.fixture(scope="module")
+def reference(night, tmp_path_factory):
+    """Row counts of the undisturbed eager run."""
+    pg = require_postgres()
+    with Farm(tmp_path_factory.mktemp("reference"), pg, "") as farm:
+        farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-progress", check=True)
+        counts = farm.counts()
+    assert counts["raw_alert"] == 150 and counts["feature_state"] == counts["object"] > 0
+    return counts
+
+
+def finish(farm, timeout=300):
+    result = farm.manage("wait", "--timeout", str(timeout), timeout=timeout + 60)
+    assert result.returncode == 0, result.stdout + result.stderr + farm.worker_logs()
+    return result
+
+
+def test_sigkill_of_a_whole_worker_mid_batch_then_restart(night, reference, tmp_path):
+    with Farm(tmp_path, require_postgres(), require_redis(), redis_db=12, **FAST) as farm:
+        worker = farm.start_worker(concurrency=1, name="doomed")
+        farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-wait", "--no-progress", check=True)
+        assert wait_for(lambda: farm.sql("SELECT count(*) FROM step_timing WHERE step = 'correct'")[0][0] >= 1, 180)
+        farm.stop_worker(worker, signal.SIGKILL)  # main process and pool, mid-way through the queued batches
+        assert farm.sql("SELECT count(*) FROM batch_canvas WHERE state = 'queued'")[0][0] > 0
+        busy = farm.sql("SELECT count(*) FROM feature_state")[0][0]
+        assert busy < reference["feature_state"]
+
+        farm.start_worker(concurrency=1, name="second")
+        finish(farm)
+        assert farm.counts() == reference
+        assert farm.sql("SELECT count(*) FROM batch_canvas WHERE state <> 'done'")[0][0] == 0
+
+
+def test_broker_stopped_and_restarted_during_ingestion(night, reference, tmp_path):
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    try:
+        with Farm(tmp_path, require_postgres(), redis_server.url, **FAST) as farm:
+            farm.start_worker()
+            # One alert per batch: 150 canvases, so the broker goes while batches are still being launched.
+            ingest = farm.manage_async("ingest", str(night), "--batch-size", "1", "--no-progress", log_name="ingest.log")
+            assert wait_for(lambda: farm.sql("SELECT count(*) FROM batch_canvas")[0][0] >= 3, 180)
+            redis_server.stop()
+            assert wait_for(lambda: "waits for it" in (tmp_path / "ingest.log").read_text(), 60)
+            time.sleep(3)
+            redis_server.start()
+            assert ingest.wait(timeout=400) == 0, (tmp_path / "ingest.log").read_text()[-4000:] + farm.worker_logs()
+            finish(farm)
+            behind = farm.manage("repair", "--dry-run", check=True).stdout
+            assert "would re-run 0 objects" in behind, behind
+            assert farm.counts() == reference
+    finally:
+        redis_server.stop()
+
+
+def test_broker_gone_for_good_stops_ingest_and_repair_finishes_the_night(night, reference, tmp_path):
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    try:
+        with Farm(tmp_path, require_postgres(), redis_server.url, **dict(FAST, BROKER_LOST_WAIT_SECONDS="3")) as farm:
+            farm.start_worker()
+            redis_server.stop()
+            stopped = farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-progress")
+            assert stopped.returncode == 1
+            assert "broker has been unreachable" in stopped.stderr and "manage.py repair" in stopped.stderr
+            assert farm.sql("SELECT state, count(*) FROM batch_canvas GROUP BY state") == [("not_launched", 1)]
+            assert farm.sql("SELECT count(*) FROM raw_alert")[0][0] == int(BATCH)  # one batch stored, then stop
+
+            redis_server.start()
+            farm.manage("repair", check=True)
+            farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-progress", check=True)
+            assert farm.counts() == reference
+            assert farm.sql("SELECT count(*) FROM batch_canvas WHERE state = 'not_launched'")[0][0] == 0
+    finally:
+        redis_server.stop()
+
+
+def test_terminated_database_connection_mid_step_is_retried(night, reference, tmp_path):
+    with Farm(tmp_path, require_postgres(), require_redis(), redis_db=13, **FAST) as farm:
+        farm.start_worker()
+        farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-pipeline", "--no-progress", check=True)
+        repair = farm.manage_async("repair", "--batch-size", "10", log_name="repair.log")
+        killed = set()
+        deadline = time.monotonic() + 120
+        while len(killed) < 3 and time.monotonic() < deadline and repair.poll() is None:
+            for (pid,) in farm.sql(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database() "
+                "AND state IN ('active', 'idle in transaction')", [WORKER_APP]):
+                if pid not in killed and farm.sql("SELECT pg_terminate_backend(%s)", [pid])[0][0]:
+                    killed.add(pid)
+            time.sleep(0.05)
+        assert repair.wait(timeout=400) == 0, (tmp_path / "repair.log").read_text()[-3000:] + farm.worker_logs()
+        assert killed, "no step was caught mid-way"
+        logs = farm.worker_logs(tail=10**8)
+        assert "terminating connection due to administrator command" in logs and "Retry in" in logs
+        assert farm.counts() == reference
+
+
+def test_two_ingests_at_once_into_one_postgres_database(night, reference, tmp_path):
+    with Farm(tmp_path, require_postgres(), require_redis(), redis_db=14, **FAST) as farm:
+        farm.start_worker()
+        runs = [farm.manage_async("ingest", str(night), "--batch-size", BATCH, "--no-progress", log_name=f"i{i}.log")
+                for i in range(2)]
+        codes = [run.wait(timeout=400) for run in runs]
+        assert codes == [0, 0], [(tmp_path / f"i{i}.log").read_text()[-2000:] for i in range(2)]
+        finish(farm)
+        assert farm.counts() == reference
+
+
+def test_poisoned_object_is_quarantined_by_the_worker_and_spares_its_batch(night, reference, tmp_path):
+    with Farm(tmp_path, require_postgres(), require_redis(), redis_db=15, **FAST) as farm:
+        worker = farm.start_worker()
+        farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-pipeline", "--no-progress", check=True)
+        oids = [oid for (oid,) in farm.sql("SELECT oid FROM object ORDER BY oid")]
+        poisoned = oids[len(oids) // 2]
+        # A detection no step can store back (NaN time; parse-time checks keep such rows out today).
+        farm.sql("UPDATE detection SET mjd = 'NaN' WHERE oid = %s RETURNING candid", [poisoned])
+        result = farm.manage("repair", "--batch-size", "50")
+        assert result.returncode == 0, result.stdout + result.stderr + farm.worker_logs()
+
+        [(step, reason)] = farm.sql("SELECT step, reason FROM quarantine WHERE oid = %s", [poisoned])
+        assert step == "correct" and reason.startswith("correct failed: IntegrityError") and '"mjd"' in reason
+        done = {oid for (oid,) in farm.sql("SELECT oid FROM feature_state")}
+        assert done >= set(oids) - {poisoned}
+        assert {oid for (oid,) in farm.sql("SELECT oid FROM magstat")} >= set(oids) - {poisoned}
+        assert worker.poll() is None
+
+
+def test_bad_input_passes_through_the_farm_without_a_crashed_worker(night, tmp_path):
+    import io
+    import tarfile
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    good = sorted(night.glob("*.avro"))[:5]
+    data = good[0].read_bytes()
+    (bad / "truncated.avro").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(good[1].read_bytes())
+    flipped[len(flipped) // 3] ^= 0xFF
+    (bad / "flipped.avro").write_bytes(bytes(flipped))
+    (bad / "not_avro.avro").write_bytes(b"this is not an alert")
+    (bad / "empty.avro").write_bytes(b"")
+    import fastavro
+
+    out = io.BytesIO()
+    fastavro.writer(out, {"type": "record", "name": "x", "fields": [{"name": "a", "type": "int"}]}, [{"a": 1}])
+    (bad / "wrong_schema.avro").write_bytes(out.getvalue())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(good[2], arcname="1.avro")
+        tar.add(good[3], arcname="2.avro")
+    (bad / "broken.tar.gz").write_bytes(buffer.getvalue()[:-200])
+    for path in good:
+        (bad / path.name).write_bytes(path.read_bytes())
+
+    with Farm(tmp_path, require_postgres(), require_redis(), redis_db=10, **FAST) as farm:
+        worker = farm.start_worker()
+        # The whole folder goes to the worker's `ingest` queue (ingest_files), then each batch's canvas.
+        result = farm.manage("shell", "-c", (
+            "from pipeline.workflow.ops_tasks import ingest_files; "
+            f"print('SUMMARY', ingest_files.delay([{str(bad)!r}], 4).get(timeout=300))"), timeout=400)
+        assert "SUMMARY" in result.stdout, result.stdout + result.stderr + farm.worker_logs()
+        finish(farm)
+        assert worker.poll() is None
+        assert farm.sql("SELECT count(*) FROM raw_alert")[0][0] == 5
+        reasons = farm.sql("SELECT source, reason FROM quarantine")
+        sources = " ".join(source for source, _ in reasons)
+        for name in ("truncated", "flipped", "not_avro", "empty", "wrong_schema", "broken.tar.gz"):
+            assert name in sources, reasons
+        assert farm.sql("SELECT count(*) FROM feature_state")[0][0] == farm.sql("SELECT count(*) FROM object")[0][0]
