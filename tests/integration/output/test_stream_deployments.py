@@ -50,6 +50,34 @@ def closed_port():
         return sock.getsockname()[1]
 
 
+def test_alerts_left_pending_by_an_unreachable_stream_go_out_with_repair(broker_env, settings, stream_name):
+    simulate_night(broker_env / "night", 15, seed=21)
+    use_stream(settings, f"redis://127.0.0.1:{closed_port()}/{REDIS_DB}?stream={stream_name}")  # the stream is down
+    result = ingest_paths([broker_env / "night"], batch_size=7, progress=False)
+    assert not result.step_failures, result.report()
+    alerts = set(RawAlert.objects.values_list("candid", flat=True))
+    assert len(alerts) >= 15 and not PublishedAlert.objects.exists()
+
+    stream = use_stream(settings, f"{require_redis()}/{REDIS_DB}?stream={stream_name}")  # back
+    assert candids_on(stream) == Counter()
+    call_command("repair", stdout=open(os.devnull, "w"))
+    on_stream = candids_on(stream)
+    assert set(on_stream) == alerts and max(on_stream.values()) == 1
+    assert set(PublishedAlert.objects.values_list("candid", flat=True)) == alerts
+
+    # Nothing is behind any more, and neither repair nor re-ingesting sends anything twice.
+    assert not repair_finds_publish_behind()
+    call_command("repair", stdout=open(os.devnull, "w"))
+    ingest_paths([broker_env / "night"], batch_size=7, progress=False)
+    assert candids_on(stream) == on_stream
+
+
+def repair_finds_publish_behind():
+    from pipeline.workflow.repair import find_behind
+
+    return find_behind().get("publish", set())
+
+
 def test_two_databases_on_one_redis_each_publish_their_alerts(broker_env, settings, stream_name, tmp_path):
     night = broker_env / "night"
     simulate_night(night, 10, seed=22)
