@@ -195,7 +195,11 @@ WAIT_STALL_SECONDS = float(os.environ.get(
 # Rubin/LSST wire-format packets: a folder of the alert schemas (lsst/alert_packet layout) or a schema registry URL.
 LSST_SCHEMAS = os.environ.get("LSST_SCHEMAS", "")
 # Output stream: redis://HOST:PORT/DB?stream=NAME&maxlen=N (default) or kafka://HOST:PORT/TOPIC; empty: off.
-OUTPUT_STREAM_URL = os.environ.get("OUTPUT_STREAM_URL", "redis://127.0.0.1:6379/0?stream=broker:alerts&maxlen=100000")
+# Without stream=NAME the Redis stream is broker:<deployment>:alerts.
+OUTPUT_STREAM_URL = os.environ.get("OUTPUT_STREAM_URL", "redis://127.0.0.1:6379/0?maxlen=100000")
+# Names this deployment on shared services (the stream's dedup keys, its default name). Empty: a random id
+# made once in the database, so two databases never share one.
+BROKER_DEPLOYMENT_ID = os.environ.get("BROKER_DEPLOYMENT_ID", "")
 OUTPUT_STREAM_DEDUP_DAYS = float(os.environ.get("OUTPUT_STREAM_DEDUP_DAYS", "30"))
 CELERY_BEAT_SCHEDULE = {
     "retry-pending-xmatch": {"task": "pipeline.workflow.ops_tasks.retry_pending_xmatch", "schedule": XMATCH_RETRY_MINUTES * 60},

@@ -480,6 +480,18 @@ class BatchCanvas(models.Model):
     class Meta:
         db_table = "batch_canvas"
         verbose_name_plural = "batch canvases"
+class Deployment(models.Model):
+    """This database's identity, made once at random (one row): it namespaces what deployments share,
+    such as the output stream's dedup keys and default stream name on one Redis."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    key = models.CharField(max_length=32, unique=True)
+    created = models.DateTimeField()
+
+    class Meta:
+        db_table = "deployment"
+
+
 class PublishedAlert(models.Model):
     """Alerts already sent to the output stream, so a re-delivered batch sends none of them again."""
 

@@ -7,10 +7,12 @@ every step and model behind them. It is written in Avro single-object encoding (
 schema's 8-byte CRC-64-AVRO fingerprint, the binary record), so a reader can check it has the right
 schema.
 
-Exactly once: an alert is sent when it is in the raw-alert index and not yet in ``published_alert``.
-On Redis the dedup and the XADD run in one server-side script (``SET <stream>:sent:<candid> NX`` then
-``XADD``), so a batch re-delivered after a worker died between sending and recording sends nothing
-twice. On Kafka the producer is idempotent, but a crash between the broker's acknowledgement and the
+Exactly once: an alert is sent when it is in the raw-alert index and not yet in ``published_alert``
+(the record of what this database sent; ``repair`` re-runs objects with alerts still pending there).
+On Redis the dedup and the XADD run in one server-side script (``SET <stream>:sent:<deployment>:<candid>
+NX`` then ``XADD``), so a batch re-delivered after a worker died between sending and recording sends
+nothing twice. The keys carry the deployment (``deployment_id``): another database on the same Redis
+sends its own alerts. On Kafka the producer is idempotent, but a crash between the broker's acknowledgement and the
 ``published_alert`` write re-sends that chunk: at least once, consumers keep the first of a candid.
 
 Backends are chosen by OUTPUT_STREAM_URL's scheme and share ``send(messages) -> candids sent`` and
@@ -22,6 +24,7 @@ import json
 import math
 import os
 import signal
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -82,7 +85,7 @@ class OutputStream:
 _SEND_ONCE = """
 local sent = {}
 for i = 3, #ARGV, 3 do
-  if redis.call('SET', KEYS[1] .. ':sent:' .. ARGV[i], '1', 'NX', 'EX', ARGV[2]) then
+  if redis.call('SET', KEYS[2] .. ARGV[i], '1', 'NX', 'EX', ARGV[2]) then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'candid', ARGV[i], 'oid', ARGV[i + 1], 'avro', ARGV[i + 2])
     sent[#sent + 1] = ARGV[i]
   end
@@ -92,14 +95,17 @@ return sent
 
 
 class RedisStream(OutputStream):
-    """A Redis stream bounded to about ``maxlen`` entries (XADD MAXLEN ~), fields candid, oid, avro."""
+    """A Redis stream bounded to about ``maxlen`` entries (XADD MAXLEN ~), fields candid, oid, avro;
+    ``broker:<deployment>:alerts`` unless the URL names it (``?stream=NAME``)."""
 
-    def __init__(self, url):
+    def __init__(self, url, deployment=None):
         import redis
 
         parts = urlparse(url)
         query = parse_qs(parts.query)
-        self.stream = query.get("stream", ["broker:alerts"])[0]
+        self.deployment = deployment or deployment_id()
+        self.stream = query.get("stream", [f"broker:{self.deployment}:alerts"])[0]
+        self.sent_prefix = f"{self.stream}:sent:{self.deployment}:"
         self.maxlen = int(query.get("maxlen", ["100000"])[0])
         self.client = redis.Redis.from_url(parts._replace(query="").geturl(), socket_timeout=10,
                                            socket_connect_timeout=5)
@@ -114,7 +120,7 @@ class RedisStream(OutputStream):
         for message in messages:
             args += [message["candid"], message["oid"], encode(message)]
         try:
-            return [int(c) for c in self.script(keys=[self.stream], args=args)]
+            return [int(c) for c in self.script(keys=[self.stream, self.sent_prefix], args=args)]
         except redis.ConnectionError as exc:
             raise StreamUnavailable(f"{self.name}: {exc}") from exc
 
@@ -193,18 +199,33 @@ class KafkaStream(OutputStream):
             consumer.close()
 
 
+def deployment_id():
+    """BROKER_DEPLOYMENT_ID, else this database's own random id (made on first use, kept in the database)."""
+    if settings.BROKER_DEPLOYMENT_ID:
+        return settings.BROKER_DEPLOYMENT_ID
+    from pipeline.models import Deployment
+    from pipeline.store import db
+
+    key = Deployment.objects.filter(id=1).values_list("key", flat=True).first()
+    if key is None:  # two processes may race here: the first insert wins, both read it back
+        db.insert_ignore(Deployment, [dict(id=1, key=uuid.uuid4().hex[:12], created=db.now_param())])
+        key = Deployment.objects.get(id=1).key
+    return key
+
+
 def output_stream(url=None):
-    """The backend of ``url`` (default OUTPUT_STREAM_URL); None when publishing is off."""
-    return _backend(settings.OUTPUT_STREAM_URL if url is None else url)
+    """The backend of ``url`` (default OUTPUT_STREAM_URL) for this deployment; None when publishing is off."""
+    url = settings.OUTPUT_STREAM_URL if url is None else url
+    return _backend(url, deployment_id() if url else "")
 
 
 @lru_cache(maxsize=4)
-def _backend(url):
+def _backend(url, deployment):
     if not url:
         return None
     scheme = urlparse(url).scheme
     if scheme in ("redis", "rediss"):
-        return RedisStream(url)
+        return RedisStream(url, deployment)
     if scheme == "kafka":
         return KafkaStream(url)
     raise ValueError(f"OUTPUT_STREAM_URL {url!r}: scheme must be redis://, rediss:// or kafka://")

@@ -14,7 +14,8 @@ from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
 
 from pipeline.models import (
-    BatchCanvas, Detection, Feature, Object, ObjectFeatureState, OutlierScore, Probability, Quarantine,
+    BatchCanvas, Detection, Feature, Object, ObjectFeatureState, OutlierScore, Probability, PublishedAlert,
+    Quarantine, RawAlert,
 )
 from pipeline.steps import lc_classifier
 from pipeline.steps.features import FEATURE_VERSION
@@ -89,6 +90,18 @@ def stamps_unclassified():
     done = Probability.objects.filter(classifier_name="stamp_classifier", classifier_version=version)
     return (Object.objects.filter(survey="ztf").exclude(oid__in=done.values_list("oid", flat=True))
             .values_list("oid", flat=True))
+
+
+@behind("publish")
+def alerts_not_published():
+    """Objects with an ingested alert (its detection stored) not yet on the output stream (when it is on):
+    the stream was unreachable when their batch ran."""
+    if not settings.OUTPUT_STREAM_URL:
+        return Object.objects.none().values_list("oid", flat=True)
+    stored = Detection.objects.filter(candid=OuterRef("candid"))
+    sent = PublishedAlert.objects.filter(candid=OuterRef("candid"))
+    return (RawAlert.objects.filter(Exists(stored)).exclude(Exists(sent))
+            .values_list("oid", flat=True).distinct())
 
 
 def find_behind(min_age_minutes=0.0):

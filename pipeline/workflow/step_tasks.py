@@ -8,6 +8,7 @@ imports nothing that imports it back.
 import functools
 import hashlib
 import logging
+import time
 
 import psycopg
 from celery import shared_task
@@ -31,6 +32,23 @@ log = logging.getLogger(__name__)
 # Django's and the driver's own (psycopg.errors.AdminShutdown is a psycopg.OperationalError).
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 NOT_POISON = TRANSIENT_ERRORS + (SoftTimeLimitExceeded, MemoryError)
+#: Seconds between in-process retries of an eager run: as many, and growing as, a worker's (max_retries=5).
+EAGER_RETRY_DELAYS = (1, 2, 4, 8, 16)
+
+
+def retrying_in_process(name, call):
+    """``call()``, retried on transient database faults with backoff, then the last fault raised.
+
+    For eager runs (no broker): there Celery's autoretry only raises ``Retry``, so nothing is retried."""
+    for delay in EAGER_RETRY_DELAYS:
+        try:
+            return call()
+        except TRANSIENT_ERRORS as exc:
+            close_old_connections()
+            delay = min(delay, settings.CELERY_TASK_RETRY_BACKOFF_MAX)
+            log.warning("%s: transient database fault, retrying in %s s: %s", name, delay, exc)
+            time.sleep(delay)
+    return call()
 
 
 def step_task(step, **options):
@@ -52,6 +70,11 @@ def step_task(step, **options):
         )
         @functools.wraps(fn)
         def task(batch_id, oids):
+            if task.request.is_eager:
+                return retrying_in_process(step, lambda: run_step(batch_id, oids))
+            return run_step(batch_id, oids)
+
+        def run_step(batch_id, oids):
             started = timezone.now()
             try:
                 n = run_isolating(step, fn, sorted(oids), batch_id)
@@ -176,7 +199,13 @@ def features(oids):
 @shared_task(name=f"{__name__}.publish", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
 def publish(batch_id, oids):
     """Send the objects' alerts not yet on the output stream (one message each; see streams.py).
-    An unreachable stream leaves them pending: the object's next batch or ``reprocess`` sends them."""
+    An unreachable stream leaves them pending: ``repair`` (or the object's next batch) sends them."""
+    if publish.request.is_eager:
+        return retrying_in_process("publish", lambda: publish_pending(batch_id, oids))
+    return publish_pending(batch_id, oids)
+
+
+def publish_pending(batch_id, oids):
     from pipeline.output import streams
 
     started = timezone.now()

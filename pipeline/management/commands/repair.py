@@ -9,7 +9,8 @@ from pipeline.workflow.repair import repair
 class Command(BaseCommand):
     help = (
         "Find every object whose steps are behind its detections (uncorrected detections, magstats or "
-        "features older than the light curve, batches whose canvas was never launched or failed) and run "
+        "features older than the light curve, alerts not yet on the output stream, batches whose canvas was "
+        "never launched or failed) and run "
         "the step graph for it again."
     )
 

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from pipeline.models import Object
+from pipeline.store.locks import database_writer
 from pipeline.workflow import canvas
 from pipeline.workflow.timing import new_batch_id
 
@@ -31,8 +32,9 @@ class Command(BaseCommand):
         if stamps and not settings.STAMP_CLASSIFIER_ENABLED:
             raise CommandError("--stamps: the stamp classifier is off (STAMP_CLASSIFIER=off)")
         batches = [oids[start : start + batch_size] for start in range(0, len(oids), batch_size)]
-        handles = [canvas.build(new_batch_id(), batch, new_oids=batch if stamps else ()).apply_async()
-                   for batch in batches]
-        for handle in handles:
-            handle.get(disable_sync_subtasks=False)
+        with database_writer("reprocess", self.stderr):  # SQLite: one writer at a time, beside ingest/repair
+            handles = [canvas.build(new_batch_id(), batch, new_oids=batch if stamps else ()).apply_async()
+                       for batch in batches]
+            for handle in handles:
+                handle.get(disable_sync_subtasks=False)
         self.stdout.write(f"reprocessed {len(oids)} objects in {len(handles)} batches")
