@@ -1,4 +1,5 @@
 """Rubin/LSST packets through the same ingest, archive and canvas as ZTF ones (SQLite, eager)."""
+import copy
 import math
 
 import fastavro
@@ -100,3 +101,66 @@ def test_status_page_shows_rubin_objects_skip_ztf_steps(broker_env, client):
     page = client.get("/").content.decode()
     assert "19</strong> lsst objects" in page
     assert page.count("ZTF-only step, skipped") == 19
+
+
+def _write(folder, name, schema, record):
+    with open(folder / name, "wb") as fh:
+        fastavro.writer(fh, schema, [record])
+
+
+def _real(path):
+    with open(path, "rb") as fh:
+        reader = fastavro.reader(fh)
+        return reader.writer_schema, next(reader)
+
+
+def test_rubin_values_out_of_range_are_quarantined_and_nothing_of_them_stored(broker_env, tmp_path):
+    """ra 720, dec -95, a time of 1e300, a negative diaSourceId, a 40-character reliabilityVersion or
+    designation: each packet is quarantined with its reason and none of its rows reaches the database."""
+    v10 = sorted(require_shared("lsst_alerts", "rubin_v10_0").glob("*.avro"))
+    schema, plain = _real(v10[0])
+    ss_schema, with_ss = next((s, r) for s, r in map(_real, v10) if r.get("ssSource"))
+    v11_schema, v11 = _real(require_shared("lsst_alerts", "samples", "v11_1_fakeAlert.avro"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cases = {
+        "ra_720.avro": (schema, plain, lambda r: r["diaSource"].update(ra=720.0), "off the sky: ra 720.0"),
+        "dec_minus_95.avro": (schema, plain, lambda r: r["diaSource"].update(dec=-95.0), "off the sky"),
+        "mjd_1e300.avro": (schema, plain, lambda r: r["diaSource"].update(midpointMjdTai=1e300),
+                           "midpointMjdTai = 1e+300 is not an MJD"),
+        "negative_id.avro": (schema, plain, lambda r: r["diaSource"].update(diaSourceId=-plain["diaSource"]["diaSourceId"]),
+                             "is not a positive 64-bit integer"),
+        "long_version.avro": (v11_schema, v11, lambda r: r["diaSource"].update(reliabilityVersion="v" * 40),
+                              "reliabilityVersion is 40 characters long"),
+        "long_designation.avro": (ss_schema, with_ss, lambda r: r["ssSource"].update(designation="K" * 40),
+                                  "designation is 40 characters long"),
+    }
+    for name, (writer_schema, record, change, _) in cases.items():
+        record = copy.deepcopy(record)
+        change(record)
+        _write(bad, name, writer_schema, record)
+    summary = ingest_paths([bad], batch_size=10, progress=False)
+    assert summary.quarantined == len(cases) and summary.new_objects == 0, summary.report()
+    reasons = {k.rsplit("/", 1)[-1]: v for k, v in Quarantine.objects.values_list("source", "reason")}
+    for name, (*_, reason) in cases.items():
+        assert reason in reasons[name], (name, reasons[name])
+    for model in (Object, Detection, ForcedPhotometry, RawAlert, SolarSystem, MagStats):
+        assert model.objects.count() == 0, model.__name__
+
+
+def test_a_bad_rubin_history_row_is_dropped_and_the_rest_of_the_packet_stored(broker_env, tmp_path):
+    path = next(p for p in sorted(require_shared("lsst_alerts", "rubin_v10_0").glob("*.avro"))
+                if len(_real(p)[1].get("prvDiaSources") or []) >= 2)
+    schema, record = _real(path)
+    prv = record["prvDiaSources"]
+    bad_candid = prv[0]["diaSourceId"]
+    prv[0]["ra"] = 720.0
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder, path.name, schema, record)
+    summary = ingest_paths([folder], batch_size=10, progress=False)
+    assert summary.quarantined == 0 and summary.new_objects == 1, summary.report()
+    stored = set(Detection.objects.values_list("candid", flat=True))
+    assert stored == {record["diaSource"]["diaSourceId"], *(row["diaSourceId"] for row in prv[1:])}
+    assert bad_candid not in stored
+    assert not Detection.objects.filter(ra__gte=360).exists()
