@@ -36,7 +36,9 @@ def behind(step):
 
 @behind("correct")
 def uncorrected():
-    return Detection.objects.filter(corrected__isnull=True).values_list("oid", flat=True).distinct()
+    """ZTF objects with a detection not yet corrected (the step corrects ZTF only; Rubin's stay null)."""
+    return (Detection.objects.filter(oid__survey="ztf", corrected__isnull=True)
+            .values_list("oid", flat=True).distinct())
 
 
 @behind("magstats")
