@@ -32,7 +32,7 @@ from pipeline.ingest.storage import QUARANTINE_PREFIX_BYTES, alert_key, quaranti
 from pipeline.models import (
     Detection, ForcedPhotometry, Gaia, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem,
 )
-from pipeline.store import db
+from pipeline.store import db, loaders
 from pipeline.surveys.base import BadAlert
 from pipeline.surveys.dispatch import decode_packet, parse_record
 from pipeline.surveys.ztf import MJD_OFFSET, _night_ok, is_simulated_oid
@@ -134,7 +134,9 @@ class BatchResult:
     batch_id: str
     summary: IngestSummary
     oids: list = field(default_factory=list)
-    new_oids: list = field(default_factory=list)  # first seen in this batch: the stamp classifier's input
+    # The stamp classifier's input: objects first seen in this batch, and those it brought an alert
+    # earlier than the one the classifier took (loaders.stamp_outdated)
+    new_oids: list = field(default_factory=list)
     quarantine_reasons: list = field(default_factory=list)
 
     def merge(self, other):
@@ -572,11 +574,14 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
     except BaseException:
         wait([archiving])  # the batch may be retried in parts: no write of this try left running
         raise
+    stamp_oids = set(new_oids)
+    if settings.STAMP_CLASSIFIER_ENABLED and objects:
+        stamp_oids.update(loaders.stamp_outdated(sorted(objects)))
     return BatchResult(
         batch_id=batch_id,
         summary=summary,
         oids=sorted(objects),
-        new_oids=sorted(new_oids),
+        new_oids=sorted(stamp_oids),
         quarantine_reasons=[(r.source, r.reason) for r in rejected],
     )
 
