@@ -33,6 +33,9 @@ class Object(models.Model):
     g_r_max_corr = models.FloatField(null=True, blank=True)
     g_r_mean = models.FloatField(null=True, blank=True)
     g_r_mean_corr = models.FloatField(null=True, blank=True)
+    stamp_candid = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Alert the stamp classifier last took as the object's first (earliest with cutouts)")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -32,7 +32,7 @@ from pipeline.ingest.storage import QUARANTINE_PREFIX_BYTES, alert_key, quaranti
 from pipeline.models import (
     Detection, ForcedPhotometry, Gaia, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem,
 )
-from pipeline.store import db
+from pipeline.store import db, loaders
 from pipeline.surveys.base import BadAlert
 from pipeline.surveys.dispatch import decode_packet, parse_record
 from pipeline.surveys.ztf import MJD_OFFSET, _night_ok, is_simulated_oid
@@ -134,7 +134,9 @@ class BatchResult:
     batch_id: str
     summary: IngestSummary
     oids: list = field(default_factory=list)
-    new_oids: list = field(default_factory=list)  # first seen in this batch: the stamp classifier's input
+    # The stamp classifier's input: objects first seen in this batch, and those it brought an alert
+    # earlier than the one the classifier took (loaders.stamp_outdated)
+    new_oids: list = field(default_factory=list)
     quarantine_reasons: list = field(default_factory=list)
 
     def merge(self, other):
@@ -191,6 +193,43 @@ def parse_packets(items):
             except BadAlert as exc:
                 rejected.append(_Rejected(item.source, exc.reason, item.data, exc.oid or "", exc.candid))
     return alerts, rejected
+
+
+# ------------------------------------------------------------------------------ survey id clashes
+def _survey(alert):
+    return alert.detection.get("survey", "ztf")
+
+
+def _refuse_survey_clashes(alerts, rejected, summary):
+    """ZTF candids and Rubin diaSourceIds share one key (Detection.candid, RawAlert.candid): an alert whose
+    own id another survey holds (stored, or claimed in this batch) is quarantined saying so, never taken
+    for the other survey's detection; a history row whose id another survey holds is dropped and counted."""
+    surveys = {}
+    for _, alert in alerts:
+        for det in alert.detections:
+            surveys.setdefault(det["candid"], set()).add(_survey(alert))
+    candids = list(surveys)
+    for start in range(0, len(candids), 5000):
+        for candid, survey in Detection.objects.filter(candid__in=candids[start:start + 5000]).values_list(
+                "candid", "survey"):
+            surveys[candid].add(survey)
+    kept = []
+    for packet, alert in alerts:
+        mine = _survey(alert)
+        others = surveys[alert.candid] - {mine}
+        if others:
+            reason = (f"{mine} alert id {alert.candid} is also the id of a {'/'.join(sorted(others))} detection "
+                      "(stored or in this batch): ZTF and Rubin ids share one key here, so it is refused")
+            rejected.append(_Rejected(packet.source, reason, packet.data, alert.oid, alert.candid))
+            summary.conflicts += 1
+            continue
+        clashing = [det for det in alert.prv_detections if surveys[det["candid"]] - {mine}]
+        if clashing:
+            alert.prv_detections = [det for det in alert.prv_detections if det not in clashing]
+            alert.dropped_detections += len(clashing)
+            alert.warnings.append(f"dropped {len(clashing)} earlier detections whose id another survey holds")
+        kept.append((packet, alert))
+    return kept
 
 
 # ------------------------------------------------------------------------------ candid conflicts
@@ -533,6 +572,7 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
     summary.skipped = [f"{item.source}: {item.reason}" for item in items if isinstance(item, Skipped)]
     summary.missing = [f"{item.source}: {item.reason}" for item in items if isinstance(item, Missing)]
     alerts, rejected = parse_packets(items)
+    alerts = _refuse_survey_clashes(alerts, rejected, summary)
 
     conflicts = _Conflicts()
     fresh, stored = _accept_packets(alerts, summary, conflicts, rejected)
@@ -572,20 +612,23 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
     except BaseException:
         wait([archiving])  # the batch may be retried in parts: no write of this try left running
         raise
+    stamp_oids = set(new_oids)
+    if settings.STAMP_CLASSIFIER_ENABLED and objects:
+        stamp_oids.update(loaders.stamp_outdated(sorted(objects)))
     return BatchResult(
         batch_id=batch_id,
         summary=summary,
         oids=sorted(objects),
-        new_oids=sorted(new_oids),
+        new_oids=sorted(stamp_oids),
         quarantine_reasons=[(r.source, r.reason) for r in rejected],
     )
 
 
 def _packet_keys(fresh):
-    """Archive key of each packet: its (first) alert's candid; a multi-alert file is stored once."""
+    """Archive key of each packet: its (first) alert's survey and candid; a multi-alert file is stored once."""
     keys = {}
     for packet, alert in fresh:
-        keys.setdefault(id(packet), (packet, alert_key(alert.candid)))
+        keys.setdefault(id(packet), (packet, alert_key(alert.candid, _survey(alert))))
     return keys
 
 

@@ -9,8 +9,9 @@ Shaped like Django's ``contrib.sessions``: one small base class with fixed verbs
 - :class:`S3Archive` -- an S3 bucket (AWS, MinIO, Ceph, ...) through boto3; credentials come
   from the standard ``AWS_*`` environment variables / profiles, as boto3 reads them.
 
-Keys are ``/``-separated relative names (``ztf/1234567890.avro``): :func:`alert_key` builds the
-key of a raw alert, :func:`quarantine_key` that of a packet that could not be parsed.
+Keys are ``/``-separated relative names (``ztf/1234567890.avro``, ``lsst/<diaSourceId>.avro``):
+:func:`alert_key` builds the key of a raw alert from its survey and id, :func:`quarantine_key` that
+of a packet that could not be parsed.
 No Django here: the Django side passes ``settings.ALERT_ARCHIVE_URL`` to :func:`get_archive`.
 """
 import hashlib
@@ -49,7 +50,7 @@ class ArchiveMissing(KeyError):
 
 
 def alert_key(candid, survey="ztf"):
-    """Archive key of the raw Avro packet of alert ``candid``: ``'ztf/<candid>.avro'``."""
+    """Archive key of the raw Avro packet of alert ``candid`` of ``survey``: ``'<survey>/<candid>.avro'``."""
     if isinstance(candid, bool):
         raise TypeError("candid must be an integer, not a bool")
     value = int(candid)

@@ -2,10 +2,12 @@
 import numpy as np
 import pandas as pd
 from django.db import models
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from pipeline.models import AllWise, Detection, NonDetection, Object, ObjectFeatureState, Xmatch, XmatchPending
+from pipeline.models import (
+    AllWise, Detection, NonDetection, Object, ObjectFeatureState, RawAlert, Xmatch, XmatchPending,
+)
 from pipeline.steps.features.registry import FEATURES
 from pipeline.store import db
 
@@ -65,6 +67,43 @@ def of_survey(oids, survey):
     """The objects of ``oids`` that come from ``survey`` ("ztf" or "lsst"): survey-only steps
     (correction, the ZTF classifiers) call this first and leave the others alone."""
     return list(Object.objects.filter(oid__in=list(oids), survey=survey).values_list("oid", flat=True))
+
+
+def first_stamp_alerts(oids=None):
+    """{oid: candid} of the alert the stamp classifier takes for each ZTF object of ``oids`` (all when
+    None): its earliest stored alert by time (mjd, then candid) with cutouts, or, when none has any,
+    its earliest stored alert (which the step then quarantines for want of cutouts). The object's
+    first by time, not by arrival: the same in every ingest order."""
+    own = Detection.objects.filter(oid__survey="ztf", candid__in=RawAlert.objects.values("candid"))
+    if oids is not None:
+        own = own.filter(oid__in=list(oids))
+    first = {}
+    for candid, oid, mjd, has_stamp in own.values_list("candid", "oid", "mjd", "has_stamp").iterator(chunk_size=5000):
+        rank = (not has_stamp, mjd, candid)
+        if oid not in first or rank < first[oid]:
+            first[oid] = rank
+    return {oid: rank[2] for oid, rank in first.items()}
+
+
+def stamp_outdated(oids=None):
+    """ZTF objects of ``oids`` (all when None) whose alert for the stamp classifier is not the one it
+    last took (``Object.stamp_candid``): never classified, or an earlier alert arrived since."""
+    first = first_stamp_alerts(oids)
+    taken = Object.objects.filter(survey="ztf", stamp_candid__isnull=False)
+    if oids is not None:
+        taken = taken.filter(oid__in=list(oids))
+    taken = dict(taken.values_list("oid", "stamp_candid"))
+    return sorted(oid for oid, candid in first.items() if taken.get(oid) != candid)
+
+
+def record_stamp_candids(taken):
+    """Object.stamp_candid = the alert the stamp classifier took, for each ``{oid: candid}``."""
+    items = sorted(taken.items())
+    for start in range(0, len(items), 500):
+        chunk = items[start:start + 500]
+        Object.objects.filter(oid__in=[oid for oid, _ in chunk]).update(
+            stamp_candid=Case(*(When(oid=oid, then=Value(candid)) for oid, candid in chunk),
+                              output_field=models.BigIntegerField()))
 
 
 #: Rubin's g and r (fid 11, 12) fill the two bands of ALeRCE's features (suffixes _1, _2); Rubin's

@@ -1,9 +1,63 @@
-"""Types shared by the survey adapters (``ztf.py``, later ``lsst.py``).
+"""Types and value checks shared by the survey adapters (``ztf.py``, ``lsst.py``).
 
 An adapter turns one raw alert packet into plain Python records (dicts of str/int/float/None)
 that the ingest step writes to the database. It knows nothing about Django or Celery.
+Both adapters check values at parse time with the helpers here: a value its column cannot hold
+(too long, out of range, wrong type) or that is physically impossible (off the sky) is refused,
+never truncated or stored.
 """
 from dataclasses import dataclass, field
+
+#: Ids (ZTF candid, Rubin diaSourceId / diaObjectId / ssObjectId) are positive signed 64-bit integers.
+MAX_CANDID = 2**63 - 1
+INT32_RANGE = (-(2**31), 2**31 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def is_valid_candid(candid) -> bool:
+    """A positive 64-bit integer (not a bool, float or string): what every alert id must be."""
+    return candid.__class__ is int and 0 < candid <= MAX_CANDID
+
+
+def shown(value, limit=40):
+    """A bounded repr of an untrusted value, for reasons and logs."""
+    text = repr(value)
+    if len(text) > limit:
+        size = f"{len(value)} characters" if isinstance(value, (str, bytes)) else type(value).__name__
+        text = f"{text[:limit]}... ({size})"
+    return text
+
+
+class BadValue(Exception):
+    """A value of the wrong type, size or range for its column (the caller says where)."""
+
+
+def on_sky(ra, dec) -> bool:
+    """ra in [0, 360) and |dec| <= 90 (degrees)."""
+    return 0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0
+
+
+def checked_text(name, value, limit):
+    """``value`` (None for null or "") when it is text of at most ``limit`` characters, else BadValue."""
+    if value is None or value == "":
+        return None
+    if value.__class__ is not str:
+        raise BadValue(f"{name} has type {type(value).__name__}; its column holds text")
+    if len(value) > limit:
+        raise BadValue(f"{name} is {len(value)} characters long; its column holds at most {limit}")
+    return value
+
+
+def checked_int(name, value, bits=64):
+    """``value`` (None for null) when it is an integer that fits a signed ``bits``-bit column, else BadValue."""
+    if value is None:
+        return None
+    if value.__class__ is not int:
+        raise BadValue(f"{name} has type {type(value).__name__}; its column holds integers")
+    low, high = INT32_RANGE if bits == 32 else INT64_RANGE
+    if not low <= value <= high:
+        raise BadValue(f"{name} = {shown(value)} does not fit a {bits}-bit integer")
+    return value
 
 
 class BadAlert(Exception):

@@ -35,7 +35,9 @@ import zlib
 import fastavro
 import numpy as np
 
-from pipeline.surveys.base import BadAlert, ParsedAlert
+from pipeline.surveys.base import INT32_RANGE, BadAlert, ParsedAlert, is_valid_candid, on_sky
+from pipeline.surveys.base import BadValue as _BadValue
+from pipeline.surveys.base import shown as _shown
 
 __all__ = [
     "KNOWN_SCHEMA_VERSIONS", "BadAlert", "ParsedAlert", "decode_container", "parse_record",
@@ -67,14 +69,13 @@ _SCHEMA_CACHE_MAX_BYTES = 2**18
 #: (``pipeline/simulation/night.py``) put "SIM" after "ZTF". candids are positive 64-bit integers.
 _ZTF_OID = re.compile(r"ZTF[0-9]{2}[a-z]{7}", re.ASCII)
 _SIMULATED_OID = re.compile(r"ZTFSIM[0-9]{2}[a-z]{7}", re.ASCII)
-MAX_CANDID = 2**63 - 1
 #: Longest string each column holds (tests check these against the models): a longer value is
 #: refused at parse time, never truncated by the database.
 STRING_LIMITS = {"rbversion": 16, "drbversion": 16, "ssnamenr": 32, "procstatus": 64, "publisher": 128}
 #: Integer columns of 32 bits; every other integer is a 64-bit Avro long; everything else copied is a float.
 INT32_FIELDS = frozenset({"nneg", "nbad", "field", "rcid", "programid", "nmtchps", "ndethist", "ncovhist"})
 INT64_FIELDS = frozenset({"pid", "objectidps1", "objectidps2", "objectidps3"})
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_INT32_MIN, _INT32_MAX = INT32_RANGE
 _NOT_FLOAT_FIELDS = INT32_FIELDS | INT64_FIELDS | frozenset(STRING_LIMITS)
 _CHECKED_INT_FIELDS = INT32_FIELDS | frozenset(STRING_LIMITS)
 
@@ -133,19 +134,6 @@ def is_simulated_oid(oid: str) -> bool:
 def is_valid_oid(oid) -> bool:
     """A real ZTF objectId or one the simulator writes, nothing else (no other length, no Unicode digits)."""
     return isinstance(oid, str) and bool(_ZTF_OID.fullmatch(oid) or _SIMULATED_OID.fullmatch(oid))
-
-
-def is_valid_candid(candid) -> bool:
-    return candid.__class__ is int and 0 < candid <= MAX_CANDID
-
-
-def _shown(value, limit=40):
-    """A bounded repr of an untrusted value, for reasons and logs."""
-    text = repr(value)
-    if len(text) > limit:
-        size = f"{len(value)} characters" if isinstance(value, (str, bytes)) else type(value).__name__
-        text = f"{text[:limit]}... ({size})"
-    return text
 
 
 def jd_to_mjd(jd):
@@ -372,10 +360,6 @@ def decode_container(data, max_records=MAX_RECORDS_PER_CONTAINER, max_bytes=MAX_
 # --------------------------------------------------------------------------------------------
 # Record -> plain records
 # --------------------------------------------------------------------------------------------
-class _BadValue(Exception):
-    """Internal: a value of the wrong type or size for its column (the caller says where)."""
-
-
 def _clean(value, name=""):
     """None for null, NaN, infinities, ZTF "no value" sentinels and the string 'null'; else the value.
 
@@ -455,7 +439,7 @@ def _usable(row, names):
 
 def _on_sky(row):
     """ra in [0, 360) and |dec| <= 90 (degrees)."""
-    return 0.0 <= row["ra"] < 360.0 and -90.0 <= row["dec"] <= 90.0
+    return on_sky(row["ra"], row["dec"])
 
 
 def _night_ok(jd, pid, nid=None):

@@ -19,6 +19,7 @@ from pipeline.models import (
 )
 from pipeline.steps import lc_classifier
 from pipeline.steps.features import FEATURE_VERSION
+from pipeline.store import loaders
 from pipeline.workflow import batches
 from pipeline.workflow.timing import new_batch_id
 
@@ -37,7 +38,9 @@ def behind(step):
 
 @behind("correct")
 def uncorrected():
-    return Detection.objects.filter(corrected__isnull=True).values_list("oid", flat=True).distinct()
+    """ZTF objects with a detection not yet corrected (the step corrects ZTF only; Rubin's stay null)."""
+    return (Detection.objects.filter(oid__survey="ztf", corrected__isnull=True)
+            .values_list("oid", flat=True).distinct())
 
 
 @behind("magstats")
@@ -83,13 +86,15 @@ def classified_without_outlier_score():
 
 @behind("stamp_classifier")
 def stamps_unclassified():
-    """ZTF objects with no stamp probability of the current model (when the step is on)."""
+    """ZTF objects with no stamp probability of the current model, or whose first alert by time is not
+    the one the classifier took (an earlier one arrived later), when the step is on."""
     if not settings.STAMP_CLASSIFIER_ENABLED:
         return Object.objects.none().values_list("oid", flat=True)
     version = _model_version(Path(settings.STAMP_CLASSIFIER_DIR) / "model.json")
     done = Probability.objects.filter(classifier_name="stamp_classifier", classifier_version=version)
-    return (Object.objects.filter(survey="ztf").exclude(oid__in=done.values_list("oid", flat=True))
-            .values_list("oid", flat=True))
+    unclassified = (Object.objects.filter(survey="ztf").exclude(oid__in=done.values_list("oid", flat=True))
+                    .values_list("oid", flat=True))
+    return set(unclassified) | set(loaders.stamp_outdated())
 
 
 @behind("publish")

@@ -1,4 +1,8 @@
-"""The stamp classifier step on the database: first alert of each new object -> probabilities.
+"""The stamp classifier step on the database: first alert of each object -> probabilities.
+
+The first alert is the object's earliest by time with cutouts, whatever the arrival order; the step
+records it (``Object.stamp_candid``), and an object whose batch brings an earlier one is classified
+again (``loaders.stamp_outdated``, used by ingest and by ``repair``).
 
 Cutouts are not in the database: the step reads each first alert's raw packet from the archive
 (``RawAlert.archive_key``; a multi-alert file is stored once, so the record is picked by candid),
@@ -11,12 +15,13 @@ import logging
 from functools import cache
 
 from django.conf import settings
+from django.db import transaction
 
 from pipeline.backends import archive
 from pipeline.ingest.storage import ArchiveMissing
-from pipeline.models import Detection, Probability, Quarantine, RawAlert
+from pipeline.models import Probability, Quarantine, RawAlert
 from pipeline.steps import stamps
-from pipeline.store import db
+from pipeline.store import db, loaders
 from pipeline.surveys.base import BadAlert
 from pipeline.surveys.ztf import decode_container
 
@@ -38,15 +43,11 @@ def classifier():
 
 
 def first_alerts(oids):
-    """(candid, oid, archive_key) of the earliest stored alert of each object (by mjd, then candid)."""
-    raws = list(RawAlert.objects.filter(oid__in=oids).values_list("candid", "oid", "archive_key"))
-    mjd = dict(Detection.objects.filter(candid__in=[r[0] for r in raws]).values_list("candid", "mjd"))
-    first = {}
-    for candid, oid, key in raws:
-        rank = (mjd.get(candid, float("inf")), candid)
-        if oid not in first or rank < first[oid][0]:
-            first[oid] = (rank, (candid, oid, key))
-    return [first[oid][1] for oid in sorted(first)]
+    """(candid, oid, archive_key) of each ZTF object's first alert by time with cutouts
+    (``loaders.first_stamp_alerts``), whatever order the alerts arrived in."""
+    first = loaders.first_stamp_alerts(oids)
+    keys = dict(RawAlert.objects.filter(candid__in=list(first.values())).values_list("candid", "archive_key"))
+    return [(first[oid], oid, keys[first[oid]]) for oid in sorted(first)]
 
 
 def load_records(alerts, store):
@@ -81,14 +82,30 @@ def classify_new_objects(oids, batch_id=""):
         problems[candid] = (reason, records[candid][1])
     quarantine(alerts, problems, batch_id)
     if not batch.index:
-        return 0
+        return _write(alerts, [])
     model = classifier()
     probabilities = model.predict_proba(batch.stacks, batch.features, batch_size=settings.STAMP_CLASSIFIER_BATCH)
     oids_done = [usable[i][1] for i in batch.index]
     rows = stamps.probability_rows(oids_done, probabilities, model.version)
-    db.upsert(Probability, rows, unique_fields=["oid", "classifier_name", "classifier_version", "class_name"],
-              update_fields=["probability", "ranking"])
-    return len(oids_done)
+    return _write(alerts, rows)
+
+
+def _write(alerts, rows):
+    """Write the probabilities and the alert taken (``Object.stamp_candid``) of the objects whose first
+    alert is still the one classified: one that an earlier alert overtook meanwhile is left to the
+    batch that brought it (or to ``repair``)."""
+    taken = {oid: candid for candid, oid, _ in alerts}
+    with transaction.atomic():
+        current = loaders.first_stamp_alerts(list(taken))
+        still = {oid: candid for oid, candid in taken.items() if current.get(oid) == candid}
+        if len(still) < len(taken):
+            log.info("stamp classifier: %d objects got an earlier alert meanwhile; not written", len(taken) - len(still))
+        loaders.record_stamp_candids(still)
+        rows = [row for row in rows if row["oid"] in still]
+        if rows:
+            db.upsert(Probability, rows, unique_fields=["oid", "classifier_name", "classifier_version", "class_name"],
+                      update_fields=["probability", "ranking"])
+    return len({row["oid"] for row in rows})
 
 
 def quarantine(alerts, problems, batch_id):

@@ -1,4 +1,5 @@
 """Rubin/LSST packets through the same ingest, archive and canvas as ZTF ones (SQLite, eager)."""
+import copy
 import math
 
 import fastavro
@@ -57,7 +58,7 @@ def test_rubin_and_ztf_packets_in_one_run(broker_env):
     assert lsst.filter(isdiffpos=-1).exists()
     # Raw packets archived under their diaSourceId, byte for byte.
     some = RawAlert.objects.filter(schemavsn="10.0").first()
-    assert archive().load(alert_key(some.candid)) == (folders[2] / f"{some.candid}.avro").read_bytes()
+    assert archive().load(alert_key(some.candid, "lsst")) == (folders[2] / f"{some.candid}.avro").read_bytes()
     assert SolarSystem.objects.filter(oid__oid__startswith="ss").count() == 2
     # Correction is ZTF-only: Rubin detections are left uncorrected (null), ZTF ones are not.
     assert not lsst.filter(corrected__isnull=False).exists()
@@ -100,3 +101,113 @@ def test_status_page_shows_rubin_objects_skip_ztf_steps(broker_env, client):
     page = client.get("/").content.decode()
     assert "19</strong> lsst objects" in page
     assert page.count("ZTF-only step, skipped") == 19
+
+
+def _write(folder, name, schema, record):
+    with open(folder / name, "wb") as fh:
+        fastavro.writer(fh, schema, [record])
+
+
+def _real(path):
+    with open(path, "rb") as fh:
+        reader = fastavro.reader(fh)
+        return reader.writer_schema, next(reader)
+
+
+def test_rubin_values_out_of_range_are_quarantined_and_nothing_of_them_stored(broker_env, tmp_path):
+    """ra 720, dec -95, a time of 1e300, a negative diaSourceId, a 40-character reliabilityVersion or
+    designation: each packet is quarantined with its reason and none of its rows reaches the database."""
+    v10 = sorted(require_shared("lsst_alerts", "rubin_v10_0").glob("*.avro"))
+    schema, plain = _real(v10[0])
+    ss_schema, with_ss = next((s, r) for s, r in map(_real, v10) if r.get("ssSource"))
+    v11_schema, v11 = _real(require_shared("lsst_alerts", "samples", "v11_1_fakeAlert.avro"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cases = {
+        "ra_720.avro": (schema, plain, lambda r: r["diaSource"].update(ra=720.0), "off the sky: ra 720.0"),
+        "dec_minus_95.avro": (schema, plain, lambda r: r["diaSource"].update(dec=-95.0), "off the sky"),
+        "mjd_1e300.avro": (schema, plain, lambda r: r["diaSource"].update(midpointMjdTai=1e300),
+                           "midpointMjdTai = 1e+300 is not an MJD"),
+        "negative_id.avro": (schema, plain, lambda r: r["diaSource"].update(diaSourceId=-plain["diaSource"]["diaSourceId"]),
+                             "is not a positive 64-bit integer"),
+        "long_version.avro": (v11_schema, v11, lambda r: r["diaSource"].update(reliabilityVersion="v" * 40),
+                              "reliabilityVersion is 40 characters long"),
+        "long_designation.avro": (ss_schema, with_ss, lambda r: r["ssSource"].update(designation="K" * 40),
+                                  "designation is 40 characters long"),
+    }
+    for name, (writer_schema, record, change, _) in cases.items():
+        record = copy.deepcopy(record)
+        change(record)
+        _write(bad, name, writer_schema, record)
+    summary = ingest_paths([bad], batch_size=10, progress=False)
+    assert summary.quarantined == len(cases) and summary.new_objects == 0, summary.report()
+    reasons = {k.rsplit("/", 1)[-1]: v for k, v in Quarantine.objects.values_list("source", "reason")}
+    for name, (*_, reason) in cases.items():
+        assert reason in reasons[name], (name, reasons[name])
+    for model in (Object, Detection, ForcedPhotometry, RawAlert, SolarSystem, MagStats):
+        assert model.objects.count() == 0, model.__name__
+
+
+def test_a_bad_rubin_history_row_is_dropped_and_the_rest_of_the_packet_stored(broker_env, tmp_path):
+    path = next(p for p in sorted(require_shared("lsst_alerts", "rubin_v10_0").glob("*.avro"))
+                if len(_real(p)[1].get("prvDiaSources") or []) >= 2)
+    schema, record = _real(path)
+    prv = record["prvDiaSources"]
+    bad_candid = prv[0]["diaSourceId"]
+    prv[0]["ra"] = 720.0
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder, path.name, schema, record)
+    summary = ingest_paths([folder], batch_size=10, progress=False)
+    assert summary.quarantined == 0 and summary.new_objects == 1, summary.report()
+    stored = set(Detection.objects.values_list("candid", flat=True))
+    assert stored == {record["diaSource"]["diaSourceId"], *(row["diaSourceId"] for row in prv[1:])}
+    assert bad_candid not in stored
+    assert not Detection.objects.filter(ra__gte=360).exists()
+
+
+def test_rubin_packets_are_archived_under_lsst_keys(broker_env):
+    folder = require_shared("lsst_alerts", "rubin_v10_0")
+    summary = ingest_paths([folder], batch_size=50, progress=False)
+    assert summary.quarantined == 0, summary.report()
+    keys = dict(RawAlert.objects.values_list("candid", "archive_key"))
+    assert keys and all(key == f"lsst/{candid}.avro" for candid, key in keys.items())
+    candid = min(keys)
+    assert archive().load(keys[candid]) == (folder / f"{candid}.avro").read_bytes()
+    assert not list(archive().keys("ztf/"))
+
+
+def _rubin_packet_with_id(tmp_path, candid):
+    """A real Rubin packet whose diaSourceId is ``candid`` (written with its own writer schema)."""
+    schema, record = _real(sorted(require_shared("lsst_alerts", "rubin_v10_0").glob("*.avro"))[0])
+    record["diaSource"]["diaSourceId"] = record["diaSourceId"] = candid
+    folder = tmp_path / "rubin"
+    folder.mkdir(exist_ok=True)
+    _write(folder, "clash.avro", schema, record)
+    return folder / "clash.avro", str(record["diaObject"]["diaObjectId"])
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["rubin first", "same batch"])
+def test_a_rubin_id_equal_to_a_ztf_candid_is_an_explicit_quarantine(broker_env, tmp_path, together):
+    """ZTF candids and Rubin diaSourceIds share the detection key: a clash is quarantined, saying so."""
+    ztf_path = sorted(require_shared("ztf_alerts").glob("*.avro"))[0]
+    ztf_schema, ztf_record = _real(ztf_path)
+    rubin_path, rubin_oid = _rubin_packet_with_id(tmp_path, ztf_record["candid"])
+    if together:
+        summary = ingest_paths([rubin_path, ztf_path], batch_size=10, progress=False)
+        refused = {"clash.avro", ztf_path.name}
+    else:
+        first = ingest_paths([rubin_path], batch_size=10, progress=False)
+        assert first.quarantined == 0, first.report()
+        summary = ingest_paths([ztf_path], batch_size=10, progress=False)
+        refused = {ztf_path.name}
+    assert summary.quarantined == len(refused), summary.report()
+    reasons = {k.rsplit("/", 1)[-1]: v for k, v in Quarantine.objects.values_list("source", "reason")}
+    assert set(reasons) == refused
+    for name in refused:
+        assert f"id {ztf_record['candid']}" in reasons[name] and "ZTF and Rubin" in reasons[name], reasons[name]
+    # Nothing of the refused packets is stored; the ZTF object never mixes with the Rubin one.
+    assert not Object.objects.filter(oid=ztf_record["objectId"]).exists()
+    assert Detection.objects.filter(candid=ztf_record["candid"]).count() == (0 if together else 1)
+    assert set(Detection.objects.filter(candid=ztf_record["candid"]).values_list("survey", flat=True)) <= {"lsst"}
+    assert Object.objects.filter(oid=rubin_oid).exists() is not together

@@ -120,3 +120,63 @@ def test_worker_says_where_the_classifier_runs(caplog):
         assert "runs on GPU" in caplog.text
     else:
         assert "no GPU visible to TensorFlow, running on the CPU" in caplog.text
+
+
+ORDER_OIDS = ("ZTF18abwvktq", "ZTF20aawkwsc")  # 3 real packets each, all with cutouts
+
+
+def _stamp_probabilities():
+    rows = Probability.objects.filter(classifier_name="stamp_classifier").values_list("oid", "class_name", "probability")
+    return {(oid, name): p for oid, name, p in rows}
+
+
+def _forget_everything(broker_env, name):
+    from django.apps import apps
+
+    from pipeline import backends
+
+    for model in apps.get_app_config("pipeline").get_models():
+        model.objects.all().delete()
+    from django.conf import settings
+
+    settings.ALERT_ARCHIVE_URL = str(broker_env / name)
+    backends.archive.cache_clear()
+
+
+def test_stamp_class_is_the_first_alerts_whatever_the_arrival_order(broker_env):
+    """Each object's earliest alert (by time) is classified, whether it arrives first or last."""
+    from pipeline.models import Object
+    from pipeline.workflow import repair
+
+    alerts = require_shared("ztf_alerts")
+    manifest = pd.read_csv(require_shared("ztf_alerts_manifest.csv"))
+    chosen = manifest[(manifest["dir"] == "ztf_alerts") & manifest["objectId"].isin(ORDER_OIDS)].sort_values("jd")
+    assert len(chosen) == 6 and set(chosen["n_cutouts"]) == {3}
+    oldest_first = [alerts / name for name in chosen["file"]]
+
+    results = {}
+    for order, paths in (("newest first", oldest_first[::-1]), ("oldest first", oldest_first)):
+        _forget_everything(broker_env, f"archive {order}")
+        summary = ingest_paths(paths, batch_size=1, progress=False)  # one alert per batch, in this order
+        assert summary.quarantined == 0 and not summary.step_failures, summary.report()
+        results[order] = _stamp_probabilities()
+        earliest = chosen.drop_duplicates("objectId")
+        assert dict(Object.objects.filter(oid__in=ORDER_OIDS).values_list("oid", "stamp_candid")) == dict(
+            zip(earliest["objectId"], earliest["candid"].astype(int)))
+        assert not repair.find_behind()["stamp_classifier"]
+
+    assert len(results["oldest first"]) == 5 * len(ORDER_OIDS)
+    assert results["newest first"].keys() == results["oldest first"].keys()
+    for key, p in results["oldest first"].items():
+        assert results["newest first"][key] == pytest.approx(p, abs=1e-6), key
+    # ... and they are the model's probabilities of each object's earliest alert, computed here.
+    model = stamp_step.classifier()
+    for oid, name in chosen.drop_duplicates("objectId")[["objectId", "file"]].itertuples(index=False):
+        batch = stamps.prepare_alerts([read_record(alerts / name)[1]])
+        expected = model.predict_proba(batch.stacks, batch.features)[0]
+        np.testing.assert_allclose([results["oldest first"][(oid, c)] for c in stamps.CLASSES], expected, atol=1e-6)
+
+    # An object whose recorded first alert is no longer its earliest is behind the stamp classifier.
+    oid = ORDER_OIDS[0]
+    Object.objects.filter(oid=oid).update(stamp_candid=int(chosen[chosen["objectId"] == oid]["candid"].iloc[-1]))
+    assert repair.find_behind()["stamp_classifier"] == {oid}
