@@ -619,6 +619,7 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
             record_timing(batch_id, "ingest", started, len(fresh))
     except BaseException:
         wait([archiving])  # the batch may be retried in parts: no write of this try left running
+        _remove_unrecorded(archive, [key for _, key in packet_keys.values()])
         raise
     return BatchResult(
         batch_id=batch_id,
@@ -627,6 +628,19 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
         new_oids=sorted(new_oids),
         quarantine_reasons=[(r.source, r.reason) for r in rejected],
     )
+
+
+def _remove_unrecorded(archive, keys):
+    """After a batch rolled back: remove the packets it archived that no stored alert refers to (a
+    disk that filled up mid-batch leaves no orphan). Best effort: a failure here is logged, and
+    the original error is the one raised."""
+    try:
+        recorded = set(RawAlert.objects.filter(archive_key__in=keys).values_list("archive_key", flat=True))
+        for key in keys:
+            if key not in recorded:
+                archive.delete(key)
+    except Exception:  # noqa: BLE001 - the batch's own error matters more
+        log.exception("could not remove the packets of a rolled-back batch from the archive")
 
 
 def _packet_keys(fresh):

@@ -119,6 +119,8 @@ def test_a_forged_history_never_takes_another_objects_detections(broker_env, ord
     (entry,) = Quarantine.objects.filter(oid="ZTF24forgeaa")
     assert f"dropped {len(victim_history)} prv_candidates more than 5 arcsec from the alert's candidate" in entry.reason
     assert sum(s.rows_dropped for s in summaries) >= len(victim_history)
+    forger_summary = summaries[0] if order != "victim_first" else summaries[1]
+    assert f"history rows dropped {forger_summary.rows_dropped}" in forger_summary.report()
     assert sum(s.conflicts for s in summaries) == 0
 
     # the same again changes nothing, and gives the same tables as the other orders
