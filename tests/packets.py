@@ -5,10 +5,22 @@ import fastavro
 
 
 def same_night(prv):
-    """A history row's jd lies in the dark part of the night its pid encodes (night id = pid // 1e9,
-    counted from JD 2457754.5; the Sun is below Palomar's horizon from 0.028 to 0.622 of that UTC day)."""
+    """A row's jd lies in the dark part of the night its pid encodes (night id = pid // 1e9, counted
+    from JD 2457754.5; the Sun is below Palomar's horizon from 0.028 to 0.622 of that UTC day) and
+    within a minute of the time of day the pid's next six digits give (millionths of a day)."""
     start = 2457754.5 + prv["pid"] // 10**9
-    return start <= prv["jd"] < start + 0.65
+    exposure = start + prv["pid"] % 10**9 // 1000 / 1e6
+    return start <= prv["jd"] < start + 0.65 and abs(prv["jd"] - exposure) * 86400 <= 60
+
+
+def refused_packets(folder):
+    """Names of the packets whose own candidate's jd is not its exposure's (refused whole)."""
+    out = set()
+    for path in sorted(folder.glob("*.avro")):
+        with open(path, "rb") as fh:
+            if any(not same_night(record["candidate"]) for record in fastavro.reader(fh)):
+                out.add(path.name)
+    return out
 
 
 def fill_jds(prvs):
@@ -38,6 +50,8 @@ def _rows(folder):
     for path in sorted(folder.glob("*.avro")):
         with open(path, "rb") as fh:
             for record in fastavro.reader(fh):
+                if not same_night(record["candidate"]):
+                    continue  # refused whole
                 candids.add(record["candid"])
                 own.add(record["candid"])
                 for fp in record.get("fp_hists") or []:

@@ -8,9 +8,12 @@ that fails it stands alone, and that input is quarantined.
 
 Copies of one detection (candid) that disagree are conflicts, resolved by one rule whatever the
 order the copies are read in (``_resolve``), counted in the summary and kept in the quarantine:
-- a detection belongs to one object: a copy claiming a candid stored under another oid is refused
-  (never moved); in one batch, the object whose own alert it is wins, and claims from histories
-  of several objects with no own alert among them are all refused;
+- a detection belongs to one object: the object whose own alert it is, whatever the order the
+  copies arrive in (an own alert takes its candid back from another object's stored history copy);
+  a history copy claiming a candid stored under another oid is refused (never moved); in one
+  batch, claims from histories of several objects with no own alert among them are all refused;
+- which object's history a row is was decided by the adapter: it drops history detections far
+  from the alert's own candidate (another object's history copied in) with the reason;
 - for one object, the copy from the alert whose own candidate it is wins, else the copy that lies
   in its night, else the one from the newest alert (largest parent candid);
 - a second packet with an ingested candid and different content is refused (the archive keeps the first).
@@ -80,6 +83,7 @@ class IngestSummary:
     forced_photometry: int = 0
     duplicates_skipped: int = 0
     conflicts: int = 0
+    rows_dropped: int = 0  # history rows the adapters refused (reasons in the quarantine)
     quarantined: int = 0
     batches: int = 0
     step_failures: list = field(default_factory=list)
@@ -113,6 +117,7 @@ class IngestSummary:
             f"  new forced phot.     {self.forced_photometry}",
             f"  duplicates skipped   {self.duplicates_skipped}",
             f"  candid conflicts     {self.conflicts}",
+            f"  history rows dropped {self.rows_dropped}",
             f"  quarantined          {self.quarantined}",
             f"  skipped              {len(self.skipped)}",
             f"  batches              {self.batches}",
@@ -330,19 +335,33 @@ class _Conflicts:
         return out
 
 
-def _resolve(claims, stored, conflicts):
-    """The copy to insert (new candids) and to replace (stored, same oid, outranked) per candid."""
+def _earliest_parent(copy, candidates, kept):
+    """``copy`` with, when it is a history copy, the parent candid of the earliest alert that carried
+    the same content (copies that agree are one detection: which alert it came from must not depend
+    on the order the alerts were read in)."""
+    if _is_own(copy):
+        return copy
+    parents = [claim.copy["parent_candid"] for claim in candidates if not _differences(claim.copy, copy)]
+    if kept is not None and kept["oid"] == copy["oid"] and not _is_own(kept) and not _differences(kept, copy):
+        parents.append(kept["parent_candid"])
+    first = min(parents)
+    return copy if first == copy["parent_candid"] else dict(copy, parent_candid=first)
+
+
+def _resolve(claims, stored, conflicts, displaced):
+    """The copy to insert (new candids) and to replace (stored, outranked) per candid; the oids that
+    lose a stored detection to the object whose own alert it is are added to ``displaced``."""
     inserts, replaces = [], []
     for candid, group in claims.items():
         kept = stored.get(candid)
         if kept is not None:
             candidates = []
             for claim in group:
-                if claim.copy["oid"] != kept["oid"]:
+                if claim.copy["oid"] == kept["oid"] or (_is_own(claim.copy) and not _is_own(kept)):
+                    candidates.append(claim)
+                else:
                     conflicts.add(claim.packet.source, claim.copy,
                                   f"candid {candid} is stored under {kept['oid']}, claimed for {claim.copy['oid']}: not moved")
-                else:
-                    candidates.append(claim)
         else:
             oids = {claim.copy["oid"] for claim in group}
             owners = {claim.copy["oid"] for claim in group if _is_own(claim.copy)}
@@ -366,13 +385,23 @@ def _resolve(claims, stored, conflicts):
                 conflicts.add(claim.packet.source, claim.copy,
                               f"candid {candid}: kept the copy from alert {best.copy['parent_candid']} "
                               f"({_describe(claim.copy, best.copy, names)})")
+        chosen = _earliest_parent(best.copy, candidates, kept)
         if kept is None:
-            inserts.append(best.copy)
+            inserts.append(chosen)
+        elif (kept["oid"] == chosen["oid"] and not _differences(kept, chosen) and not _is_own(kept)
+              and not _is_own(chosen)):
+            if kept["parent_candid"] != chosen["parent_candid"]:
+                replaces.append(chosen)  # the same detection, first carried by an alert read later
         elif _outranks(best.copy, kept):
             names = _differences(kept, best.copy)
             if names or (_is_own(best.copy) and not _is_own(kept)):
-                replaces.append(best.copy)
-            if names:
+                replaces.append(chosen)
+            if best.copy["oid"] != kept["oid"]:
+                displaced.add(kept["oid"])
+                conflicts.add(f"alert {kept['parent_candid']} (stored copy, moved)", kept,
+                              f"candid {candid} is the own alert of {best.copy['oid']}: moved there from the "
+                              f"history of {kept['oid']} ({_describe(kept, best.copy, names)})")
+            elif names:
                 conflicts.add(f"alert {kept['parent_candid']} (stored copy, replaced)", kept,
                               f"candid {candid}: replaced by the copy from alert {best.copy['parent_candid']} "
                               f"({_describe(kept, best.copy, names)})")
@@ -382,6 +411,23 @@ def _resolve(claims, stored, conflicts):
                           f"candid {candid}: kept the stored copy from alert {kept['parent_candid']} "
                           f"({_describe(best.copy, kept, names)})")
     return inserts, replaces
+
+
+def _dropped_rows(fresh, summary):
+    """One quarantine entry per alert whose adapter dropped history rows: the reasons, and what the
+    rows were (``ParsedAlert.dropped``); the alert itself is stored."""
+    out = []
+    for packet, alert in fresh:
+        count = alert.dropped_detections + alert.dropped_upper_limits + alert.dropped_forced_photometry
+        notes = [note for note in alert.warnings if note.startswith("dropped ")]
+        if not (count or notes or alert.dropped):
+            continue
+        summary.rows_dropped += count
+        data = json.dumps({"oid": alert.oid, "candid": alert.candid, "dropped": alert.dropped or notes},
+                          sort_keys=True, default=str).encode()
+        reason = f"alert {alert.candid}: history rows dropped: " + "; ".join(notes)
+        out.append(_Rejected(packet.source, reason[:MAX_REASON_CHARS], data, alert.oid, alert.candid))
+    return out
 
 
 def _accept_packets(alerts, summary, conflicts, rejected):
@@ -401,7 +447,7 @@ def _accept_packets(alerts, summary, conflicts, rejected):
         if kept is None:
             best = _best(group, lambda item: item[1].detection)
             owner = stored.get(candid)
-            if owner is not None and owner["oid"] != best[1].oid:
+            if owner is not None and owner["oid"] != best[1].oid and _is_own(owner):
                 for packet, alert in group:
                     reason = (f"candid {candid} is already stored under {owner['oid']} (from alert "
                               f"{owner['parent_candid']}), not {alert.oid}: not moved")
@@ -576,8 +622,10 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
 
     conflicts = _Conflicts()
     fresh, stored = _accept_packets(alerts, summary, conflicts, rejected)
+    rejected += _dropped_rows(fresh, summary)
     objects, claims, non_detections, forced, ps1, gaia, ss = _collect_rows(fresh)
-    inserts, replaces = _resolve(claims, stored, conflicts)
+    displaced = set()
+    inserts, replaces = _resolve(claims, stored, conflicts, displaced)
     summary.conflicts += conflicts.count
     rejected += conflicts.rejected()
 
@@ -611,6 +659,7 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
             record_timing(batch_id, "ingest", started, len(fresh))
     except BaseException:
         wait([archiving])  # the batch may be retried in parts: no write of this try left running
+        _remove_unrecorded(archive, [key for _, key in packet_keys.values()])
         raise
     stamp_oids = set(new_oids)
     if settings.STAMP_CLASSIFIER_ENABLED and objects:
@@ -618,10 +667,23 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
     return BatchResult(
         batch_id=batch_id,
         summary=summary,
-        oids=sorted(objects),
+        oids=sorted(set(objects) | displaced),  # an object that lost a detection is recomputed too
         new_oids=sorted(stamp_oids),
         quarantine_reasons=[(r.source, r.reason) for r in rejected],
     )
+
+
+def _remove_unrecorded(archive, keys):
+    """After a batch rolled back: remove the packets it archived that no stored alert refers to (a
+    disk that filled up mid-batch leaves no orphan). Best effort: a failure here is logged, and
+    the original error is the one raised."""
+    try:
+        recorded = set(RawAlert.objects.filter(archive_key__in=keys).values_list("archive_key", flat=True))
+        for key in keys:
+            if key not in recorded:
+                archive.delete(key)
+    except Exception:  # noqa: BLE001 - the batch's own error matters more
+        log.exception("could not remove the packets of a rolled-back batch from the archive")
 
 
 def _packet_keys(fresh):

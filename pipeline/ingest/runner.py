@@ -6,11 +6,28 @@ import time
 from tqdm import tqdm
 
 from pipeline.backends import archive
-from pipeline.ingest.batch import IngestSummary, ingest_batch
+import errno
+
+from pipeline.ingest.batch import TRANSIENT_ERRORS, IngestSummary, ingest_batch
 from pipeline.ingest.sources import Limits, batched, iter_packets
 from pipeline.workflow import batches
 
 log = logging.getLogger(__name__)
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class IngestStopped(Exception):
+    """A batch could not be stored (a fault of the archive or the database, not of the input, that
+    retrying did not cure): reading stops. ``summary`` is what the earlier batches stored; the
+    failed batch was rolled back whole (no row, no archived packet)."""
+
+    def __init__(self, cause, summary):
+        self.cause = cause
+        self.summary = summary
+        full = isinstance(cause, OSError) and cause.errno in _FULL
+        what = "the archive's disk is full" if full else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"{what} ({cause})" if full else what)
+        self.disk_full = full
 
 
 def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, limits=Limits()):
@@ -23,7 +40,12 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, lim
     launched = []
     bar = tqdm(desc="alerts", unit="alert", disable=not progress, file=sys.stderr)
     for items in batched(iter_packets(paths, limits), batch_size, limits.max_batch_bytes):
-        result = ingest_retrying(items)
+        try:
+            result = ingest_retrying(items)
+        except TRANSIENT_ERRORS as exc:
+            bar.close()
+            log.error("ingest stopped: %s", exc)
+            raise IngestStopped(exc, total) from exc
         total.add(result.summary)
         total.batch_ids.append(result.batch_id)
         bar.update(result.summary.alerts_read)

@@ -3,15 +3,20 @@ import pandas as pd
 
 from pipeline.steps.correction import correct_objects
 from pipeline.steps.magstats import object_stats
-from pipeline.surveys.ztf import parse_packet
+from pipeline.surveys.ztf import BadAlert, parse_packet
 
 
 def frames_from_packets(packets):
     """(corrected detections, non-detections, objects) of raw packets; each object's light curve is
-    the union of what its packets carry (detections by candid, limits by (fid, mjd))."""
+    the union of what its packets carry (detections by candid, limits by (fid, mjd)). Packets the
+    adapter refuses are left out, as ingest quarantines them."""
     detections, limits = {}, {}
     for data in packets:
-        for alert in parse_packet(data):
+        try:
+            alerts = parse_packet(data)
+        except BadAlert:
+            continue
+        for alert in alerts:
             for det in alert.prv_detections:
                 detections.setdefault(det["candid"], det)
             detections[alert.candid] = alert.detection

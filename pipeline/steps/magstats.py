@@ -25,6 +25,10 @@ DT_MIN = 0.5  # days: a non-detection must precede the first detection by more t
 SATURATION_MAG = 13.2  # ZTF: corrected magnitudes brighter than this count as saturated (ALeRCE)
 STELLAR_INPUTS = ["distnr", "magnr", "chinr", "sharpnr", "distpsnr1", "sgscore1"]
 _STATS = ["mean", "median", "max", "min", "sigma", "first", "last"]
+#: A detection this far from the median position of its object's detections is not used for the
+#: object's position: ZTF's detections of one object scatter by ~0.1-0.3 arcsec (associated within
+#: 1.5 arcsec); a placeholder or misassigned position lies far beyond (degrees, for rebroadcasts).
+POSITION_OUTLIER_ARCSEC = 5.0
 
 
 def _ordered(detections):
@@ -143,9 +147,11 @@ def object_stats(detections_corrected: pd.DataFrame, objects_flags: pd.DataFrame
     """One row per oid.
 
     firstmjd, lastmjd, deltamjd = lastmjd - firstmjd (days), ndet (all bands);
-    meanra, meandec (deg): plain means, RA averaged as offsets from the object's first RA wrapped to
+    meanra, meandec (deg): means, RA averaged as offsets from the object's first RA wrapped to
     [-180, 180) so objects on the 0/360 line average correctly; sigmara, sigmadec in ARCSEC,
-    population std (ddof=0) of the on-sky offsets (RA offset times cos(dec) of each detection);
+    population std (ddof=0) of the on-sky offsets (RA offset times cos(dec) of each detection).
+    Robust to bad rows: detections more than ``POSITION_OUTLIER_ARCSEC`` from the median position
+    of the object's detections are left out of all four (all are used when every one is that far);
     corrected, stellar, step_id_corr from ``objects_flags`` (``correction.correct_objects``; computed
     here when None);
     g_r_max = magmin(g) - magmin(r) (colour at maximum brightness, fid 1 minus fid 2),
@@ -173,10 +179,16 @@ def object_stats(detections_corrected: pd.DataFrame, objects_flags: pd.DataFrame
     ra0 = ra.groupby(oid, sort=False).transform("first")
     dra = (ra - ra0 + 180.0) % 360.0 - 180.0
     dx = dra * np.cos(np.deg2rad(dec)) * 3600.0
-    out["meanra"] = (ra.groupby(oid, sort=True).first() + dra.groupby(oid, sort=True).mean()) % 360.0
-    out["meandec"] = dec.groupby(oid, sort=True).mean()
-    out["sigmara"] = dx.groupby(oid, sort=True).std(ddof=0)
-    out["sigmadec"] = (dec * 3600.0).groupby(oid, sort=True).std(ddof=0)
+    dy = dec * 3600.0
+    offset = np.hypot(dx - dx.groupby(oid, sort=False).transform("median"),
+                      dy - dy.groupby(oid, sort=False).transform("median"))
+    far = offset > POSITION_OUTLIER_ARCSEC
+    use = (~far | far.groupby(oid, sort=False).transform("all")).to_numpy()
+    used_oid = oid[use]
+    out["meanra"] = (ra.groupby(oid, sort=True).first() + dra[use].groupby(used_oid, sort=True).mean()) % 360.0
+    out["meandec"] = dec[use].groupby(used_oid, sort=True).mean()
+    out["sigmara"] = dx[use].groupby(used_oid, sort=True).std(ddof=0)
+    out["sigmadec"] = dy[use].groupby(used_oid, sort=True).std(ddof=0)
 
     flags = objects_flags.set_index("oid")
     for column, default in [("corrected", False), ("stellar", False), ("step_id_corr", CORRECTION_VERSION)]:

@@ -103,6 +103,8 @@ class ParsedAlert:
     ss: "dict | None"
     dropped_upper_limits: int = 0
     dropped_detections: int = 0
+    dropped_forced_photometry: int = 0
+    dropped: list = field(default_factory=list)  # one short JSON-safe dict per dropped row (where, why, values)
     forced_photometry: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
 

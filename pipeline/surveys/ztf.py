@@ -15,9 +15,13 @@ Policies (see ``parse_record``):
   the string "null" in ssnamenr. The .avsc docs do not list these sentinels; they come from the
   ZTF pipeline (Masci et al. 2019, PASP 131, 018003) and are what the real packets hold.
 - History rows the adapter cannot trust are dropped and counted (``ParsedAlert.dropped_*``,
-  ``warnings``): upper limits without a diffmaglim, earlier detections without photometry, and
-  rows whose jd contradicts the night encoded in their pid (nid = pid // 10**9, night nid starts
-  at JD 2457754.5 + nid), which re-distributed streams are known to produce.
+  ``dropped``, ``warnings``): upper limits without a diffmaglim, earlier detections without
+  photometry, detections more than ``MAX_HISTORY_OFFSET_ARCSEC`` from the alert's own candidate
+  (another object's history, or a placeholder position), and rows whose jd contradicts the night
+  encoded in their pid (see ``_night_problem``), which re-distributed streams are known to produce.
+- An alert whose own candidate's jd contradicts its pid is refused whole (``BadAlert``): the
+  rebroadcast packets that carry such a jd carry placeholder coordinates too. So is an alert with
+  more than ``MAX_HISTORY_ROWS`` history rows.
 - Schema 3.5 (2021, partnership stream) carries forced-photometry rows in ``prv_candidates``
   (no candid, no magpsf, forcediffimflux); they go to ``forced_photometry`` with the 4.x
   ``fp_hists``, not to the upper limits.
@@ -56,6 +60,21 @@ NID_JD0 = 2457754.5
 #: Palomar's horizon between 0.028 (earliest sunset) and 0.622 (latest sunrise) of the day; the
 #: rows of every real packet in ../shared/data that were not rebroadcast span 0.069 to 0.579.
 NIGHT_WINDOW = (0.0, 0.65)
+#: ZTF's pid starts with the night id and the exposure's time of day in millionths of a day
+#: (pid = nid * 10**9 + round-down(1e6 * (jd - NID_JD0 - nid)) * 1000 + ...). Every row of the real
+#: packets in ../shared/data that no rebroadcaster rewrote (20,438 rows, 2017 to 2025) agrees with
+#: its jd within 0.6 s; the rebroadcast ones are off by hours. A jd farther than this is not the
+#: time of the exposure the row names.
+PID_TIME_TOLERANCE_S = 60.0
+#: ZTF puts in prv_candidates the earlier detections within 1.5 arcsec of the candidate; their
+#: astrometric scatter is ~0.1-0.3 arcsec (at most 1.3 arcsec from their object's median in the
+#: real packets). A history detection farther than this from the alert's own candidate is not of
+#: this object (another object's history copied in, or a placeholder position: those lie degrees off).
+MAX_HISTORY_OFFSET_ARCSEC = 5.0
+#: ZTF sends 30 days of history: at most 180 prv_candidates (and no fp_hists over 30 days) in the
+#: real packets. Ten times a dense 30 days of a high-cadence field is still under this; more is a
+#: fabricated packet, refused whole.
+MAX_HISTORY_ROWS = 2000
 
 #: Bounds on what one container may decode into: a ZTF packet is one record of at most a few
 #: hundred KB, so these are far above any real packet and far below what a crafted one could ask.
@@ -442,15 +461,36 @@ def _on_sky(row):
     return on_sky(row["ra"], row["dec"])
 
 
-def _night_ok(jd, pid, nid=None):
-    """Whether ``jd`` falls in the dark part (``NIGHT_WINDOW``) of the row's night: its ``nid`` where
-    the schema carries one, else the night id that ZTF encodes in the first digits of ``pid``."""
+def _night_problem(jd, pid, nid=None):
+    """Why ``jd`` cannot be the time of the row's exposure, or None. It must fall in the dark part
+    (``NIGHT_WINDOW``) of the row's night (its ``nid`` where the schema carries one, else the night
+    id that ZTF encodes in the first digits of ``pid``) and, where the pid is ZTF's (its night is
+    the row's), within ``PID_TIME_TOLERANCE_S`` of the time of day the pid encodes."""
+    pid_is_ztf = pid.__class__ is int and pid >= 10**9
     if nid is None or nid.__class__ is not int:
-        if pid is None or pid.__class__ is not int or pid < 10**9:
-            return True
+        if not pid_is_ztf:
+            return None
         nid = pid // 10**9
     offset = jd - (NID_JD0 + nid)
-    return NIGHT_WINDOW[0] <= offset < NIGHT_WINDOW[1]
+    if not NIGHT_WINDOW[0] <= offset < NIGHT_WINDOW[1]:
+        return f"jd {jd!r} lies outside the dark part of night {nid}"
+    if pid_is_ztf and pid // 10**9 == nid:
+        exposure = NID_JD0 + nid + (pid % 10**9 // 1000) / 1e6
+        if abs(jd - exposure) * 86400.0 > PID_TIME_TOLERANCE_S:
+            return (f"jd {jd!r} is {abs(jd - exposure) * 86400.0:.0f} s from the exposure time "
+                    f"{exposure:.6f} that its pid {pid} encodes")
+    return None
+
+
+def _night_ok(jd, pid, nid=None):
+    return _night_problem(jd, pid, nid) is None
+
+
+def _offset_arcsec(row, ra, dec):
+    """Angular distance (arcsec) of a row's position from (ra, dec) in degrees."""
+    ra1, dec1, ra2, dec2 = map(math.radians, (row["ra"], row["dec"], ra, dec))
+    h = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600.0
 
 
 def _shared_jds(rows):
@@ -561,6 +601,10 @@ def _parse_record(record):
         raise BadAlert(f"bad value in required field candidate.isdiffpos: {_shown(cand.get('isdiffpos'))}", oid, candid)
     if cand.get("candid", candid) != candid:
         raise BadAlert(f"candid mismatch: packet {candid}, candidate {_shown(cand.get('candid'))}", oid, candid)
+    night = _night_problem(cand["jd"], cand.get("pid"), cand.get("nid"))
+    if night:
+        raise BadAlert(f"candidate {night}: a rebroadcaster's fill value (such packets carry placeholder "
+                       "positions too); the alert is refused", oid, candid)
 
     cutouts = {key: _stamp(record.get(name)) for key, name in CUTOUT_FIELDS.items()}
     detection = _detection(cand, candid, oid, candid, cutouts["science"] is not None, "candidate")
@@ -568,9 +612,17 @@ def _parse_record(record):
     history = record.get("prv_candidates") or ()
     if not isinstance(history, (list, tuple)):
         raise BadAlert(f"prv_candidates is a {type(history).__name__}, not a list", oid, candid)
+    fp_hists = record.get("fp_hists") or ()
+    if not isinstance(fp_hists, (list, tuple)):
+        raise BadAlert(f"fp_hists is a {type(fp_hists).__name__}, not a list", oid, candid)
+    for name, rows in (("prv_candidates", history), ("fp_hists", fp_hists)):
+        if len(rows) > MAX_HISTORY_ROWS:
+            raise BadAlert(f"{name} holds {len(rows)} rows; ZTF sends 30 days of history (at most 180 rows in "
+                           f"the real packets): more than {MAX_HISTORY_ROWS} is refused", oid, candid)
     shared = _shared_jds(row for row in history if isinstance(row, dict) and row.get("jd").__class__ is float)
     prv_detections, non_detections, forced = [], [], []
-    dropped_ul = dropped_det = off_night = shared_jd = incomplete = off_sky = bad_candid = 0
+    dropped_ul = dropped_det = off_night = shared_jd = incomplete = off_sky = bad_candid = far = dropped_fp = 0
+    dropped = []  # what each dropped row was, for the quarantine
     for i, row in enumerate(history):
         if not isinstance(row, dict):
             raise BadAlert(f"prv_candidates[{i}] is a {type(row).__name__}, not a record", oid, candid)
@@ -580,23 +632,35 @@ def _parse_record(record):
                 forced.append(_forced_photometry(row, oid, candid, where))
             else:
                 incomplete += 1
+                dropped_fp += 1
+                dropped.append(_dropped_row(row, where, "lacks jd or fid"))
             continue
         row_candid = row.get("candid")
         is_detection = row_candid is not None
         jd = row.get("jd")
         if is_detection and not is_valid_candid(row_candid):
             bad_candid += 1
+            why = "candid is not a positive 64-bit integer"
         elif jd in shared:
             shared_jd += 1
+            why = "jd shared by rows of different exposures"
         elif _usable(row, ("jd",)) and not _night_ok(jd, row.get("pid"), row.get("nid")):
             off_night += 1
+            why = _night_problem(jd, row.get("pid"), row.get("nid"))
         elif row.get("fid") not in _FIDS:
             incomplete += 1
+            why = "no valid fid"
         elif is_detection and _usable(row, _REQUIRED_PRV_DETECTION) and row.get("isdiffpos") in _ISDIFFPOS:
-            if _on_sky(row):
+            if not _on_sky(row):
+                off_sky += 1
+                why = "position off the sky"
+            elif _offset_arcsec(row, cand["ra"], cand["dec"]) > MAX_HISTORY_OFFSET_ARCSEC:
+                far += 1
+                why = (f"{_offset_arcsec(row, cand['ra'], cand['dec']):.1f} arcsec from the alert's candidate "
+                       f"(more than {MAX_HISTORY_OFFSET_ARCSEC:g}): not this object's detection")
+            else:
                 prv_detections.append(_detection(row, row_candid, oid, candid, False, where))
                 continue
-            off_sky += 1
         elif not is_detection and _usable(row, ("jd", "diffmaglim")):
             non_detections.append({
                 "oid": oid, "fid": row["fid"], "mjd": row["jd"] - MJD_OFFSET,
@@ -605,13 +669,12 @@ def _parse_record(record):
             continue
         else:
             incomplete += 1
+            why = "lacks jd, photometry or position"
+        dropped.append(_dropped_row(row, where, why))
         if is_detection:
             dropped_det += 1
         else:
             dropped_ul += 1
-    fp_hists = record.get("fp_hists") or ()
-    if not isinstance(fp_hists, (list, tuple)):
-        raise BadAlert(f"fp_hists is a {type(fp_hists).__name__}, not a list", oid, candid)
     for i, row in enumerate(fp_hists):
         if not isinstance(row, dict):
             raise BadAlert(f"fp_hists[{i}] is a {type(row).__name__}, not a record", oid, candid)
@@ -619,6 +682,8 @@ def _parse_record(record):
             forced.append(_forced_photometry(row, oid, candid, f"fp_hists[{i}]"))
         else:
             incomplete += 1
+            dropped_fp += 1
+            dropped.append(_dropped_row(row, f"fp_hists[{i}]", "lacks jd or fid"))
 
     notes = []
     if shared_jd:
@@ -632,6 +697,9 @@ def _parse_record(record):
         )
     if off_sky:
         notes.append(f"dropped {off_sky} prv_candidates with a position off the sky")
+    if far:
+        notes.append(f"dropped {far} prv_candidates more than {MAX_HISTORY_OFFSET_ARCSEC:g} arcsec from the alert's "
+                     "candidate (not this object's detections)")
     if bad_candid:
         notes.append(f"dropped {bad_candid} prv_candidates whose candid is not a positive 64-bit integer")
 
@@ -662,9 +730,26 @@ def _parse_record(record):
         ss=_group(cand, SS_KEYS, oid, candid),
         dropped_upper_limits=dropped_ul,
         dropped_detections=dropped_det,
+        dropped_forced_photometry=dropped_fp,
+        dropped=dropped,
         forced_photometry=forced,
         warnings=notes,
     )
+
+
+_DROPPED_FIELDS = ("candid", "jd", "pid", "fid", "ra", "dec", "magpsf", "diffmaglim")
+
+
+def _dropped_row(row, where, why):
+    """A short, JSON-safe record of a dropped history row (what the quarantine keeps of it)."""
+    out = {"where": where, "why": why}
+    for name in _DROPPED_FIELDS:
+        value = row.get(name)
+        if value is None or value.__class__ in (int, float, bool):
+            out[name] = value if value.__class__ is not float or math.isfinite(value) else repr(value)
+        else:
+            out[name] = _shown(value, 64)
+    return out
 
 
 def parse_packet(data):

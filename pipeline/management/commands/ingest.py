@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline.ingest.runner import ingest_paths
+from pipeline.ingest.runner import IngestStopped, ingest_paths
 from pipeline.ingest.sources import Limits
 from pipeline.store.locks import database_writer
 from pipeline.workflow.batches import BrokerLost
@@ -52,6 +52,14 @@ class Command(BaseCommand):
                     progress=not opts["no_progress"],
                     limits=Limits(max_packet_bytes=opts["max_packet_bytes"], max_night_bytes=opts["max_night_bytes"]),
                 )
+        except IngestStopped as exc:
+            self.stdout.write(exc.summary.report())
+            advice = "Free space, then ingest" if exc.disk_full else "Once it is fixed, ingest"
+            raise CommandError(
+                f"ingest stopped: {exc}. The batches above were stored; the failing batch was rolled back and its "
+                f"packets removed from the archive; the rest of the input was not read. {advice} the same paths "
+                "again (nothing is stored twice)."
+            ) from exc
         except BrokerLost as exc:
             self.stdout.write(exc.summary.report())
             raise CommandError(

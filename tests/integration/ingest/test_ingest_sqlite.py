@@ -4,7 +4,7 @@ import re
 import tarfile
 
 import pytest
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 
 from pipeline.ingest.runner import ingest_paths
 from pipeline.models import (
@@ -12,7 +12,7 @@ from pipeline.models import (
     StepTiming,
 )
 from tests.conftest import require_shared
-from tests.packets import contested_candids, expected_rows
+from tests.packets import contested_candids, expected_rows, refused_packets
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,21 +31,37 @@ def test_real_packets_twice_change_nothing(broker_env):
 
     assert table_counts() == after_first
     n_files = len(list(folder.glob("*.avro")))
+    refused = refused_packets(folder)
+    assert len(refused) == 74
     assert first.alerts_read == second.alerts_read == n_files
     assert not first.step_failures, first.report()
     assert (second.new_objects, second.detections, second.non_detections) == (0, 0, 0)
-    assert second.duplicates_skipped == n_files and second.conflicts == 0 and second.quarantined == 0
+    assert second.duplicates_skipped == n_files - len(refused) and second.conflicts == 0
+    assert second.rows_dropped == 0 and second.quarantined == len(refused)  # the refused ones, again
 
-    # Rebroadcast packets (Fink's 2023 stream) disagree with each other on some candids: every
-    # conflict is counted and kept in the quarantine, one entry per packet that delivered a losing copy.
-    reasons = list(Quarantine.objects.values_list("reason", flat=True))
-    assert first.quarantined == len(reasons) > 0
-    assert all(re.match(r"\d+ conflicting cop(y|ies) of a detection: candid ", r) for r in reasons), reasons
-    assert first.conflicts == sum(int(r.split()[0]) for r in reasons)
+    # Rebroadcast packets (Fink's 2023 stream): 74 carry a rewritten jd and a placeholder position
+    # (refused whole), others history rows with a fill jd (dropped, one entry per packet), and some
+    # disagree with each other on candids (every conflict counted, one entry per packet that
+    # delivered a losing copy).
+    entries = list(Quarantine.objects.values_list("source", "reason"))
+    assert first.quarantined == len(entries) > len(refused)
+    kinds = {"refused": [], "dropped": [], "conflict": []}
+    for source, reason in entries:
+        if source.rsplit("/", 1)[-1] in refused:
+            assert re.match(r"candidate jd \S+ (is \d+ s from the exposure time|lies outside the dark part)", reason)
+            kinds["refused"].append(reason)
+        elif re.match(r"alert \d+: history rows dropped: dropped \d+ prv_candidates whose jd", reason):
+            kinds["dropped"].append(reason)
+        else:
+            assert re.match(r"\d+ conflicting cop(y|ies) of a detection: candid ", reason), reason
+            kinds["conflict"].append(reason)
+    assert len(kinds["refused"]) == len(refused) and kinds["dropped"] and kinds["conflict"]
+    assert first.conflicts == sum(int(r.split()[0]) for r in kinds["conflict"])
+    assert first.rows_dropped == sum(int(r.split(": dropped ")[1].split()[0]) for r in kinds["dropped"])
     # Candids that two objects' histories claim, neither its own alert, met in one batch: none is stored.
     contested = contested_candids(folder)
     assert len(contested) == 15 and not Detection.objects.filter(candid__in=contested).exists()
-    both = [r for r in reasons if "and is the own alert of none of them" in r]
+    both = [r for r in kinds["conflict"] if "and is the own alert of none of them" in r]
     assert len(both) == 2 and all(r.startswith(f"{len(contested)} conflicting copies") for r in both)
 
     candids, limits, forced = expected_rows(folder)
@@ -53,16 +69,19 @@ def test_real_packets_twice_change_nothing(broker_env):
     assert after_first["Detection"] == len(candids) == first.detections
     assert after_first["NonDetection"] == len(limits) == first.non_detections
     assert after_first["ForcedPhotometry"] == len(forced) == first.forced_photometry > 0
-    assert after_first["RawAlert"] == n_files
+    assert after_first["RawAlert"] == n_files - len(refused)
     assert not Object.objects.filter(simulated=True).exists()  # real ZTF ids are never taken for simulated
     assert after_first["Object"] == Detection.objects.values("oid").distinct().count() == first.new_objects
     # A detection seen again inside a later alert's prv_candidates is stored once, from the alert itself.
     assert not Detection.objects.values("candid").annotate(n=Count("candid")).filter(n__gt=1).exists()
-    assert Detection.objects.filter(has_stamp=True).count() == n_files
+    assert Detection.objects.filter(has_stamp=True).count() == n_files - len(refused)
 
     # The canvas ran on every batch: correction, magstats, and cross-match (queued: no local index).
     assert set(StepTiming.objects.values_list("step", flat=True)) >= {"ingest", "correct", "magstats", "xmatch"}
     assert MagStats.objects.values("oid").distinct().count() == after_first["Object"]
+    # issue 27: no object's position is spread by placeholder rows (sigmas in arcsec)
+    assert Object.objects.filter(sigmara__isnull=False).count() == after_first["Object"]
+    assert not Object.objects.filter(Q(sigmara__gt=2) | Q(sigmadec__gt=2)).exists()
     # Per-band stellar is the band's first detection's; the band holding the object's first detection
     # carries the object's flag as the correction step set it.
     assert MagStats.objects.filter(stellar=True).exists()

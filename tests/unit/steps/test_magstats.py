@@ -120,7 +120,7 @@ def test_real_packets_object_stats_against_loop(real):
     got = object_stats(corrected, objects).set_index("oid")
     assert len(got) == det["oid"].nunique()
     flags = objects.set_index("oid")
-    n_stellar = 0
+    n_stellar = n_far = 0
     for oid, group in corrected.groupby("oid"):
         group = group.sort_values(["mjd", "candid"])
         row = got.loc[oid]
@@ -129,7 +129,14 @@ def test_real_packets_object_stats_against_loop(real):
         assert row["deltamjd"] == pytest.approx(group["mjd"].max() - group["mjd"].min(), abs=1e-9)
         ra, dec = group["ra"].to_numpy(), group["dec"].to_numpy()
         dra = (ra - ra[0] + 180) % 360 - 180
-        assert row["meanra"] == pytest.approx((ra[0] + dra.mean()) % 360, abs=1e-9)
+        # the position leaves out rows more than 5 arcsec from the median (placeholder rows of rebroadcasts)
+        x, y = dra * np.cos(np.radians(dec)) * 3600, dec * 3600
+        near = np.hypot(x - np.median(x), y - np.median(y)) <= 5.0
+        n_far += int((~near).sum()) if near.any() else 0
+        keep = near if near.any() else np.ones(len(ra), bool)
+        ra0 = ra[0]
+        ra, dec, dra = ra[keep], dec[keep], dra[keep]
+        assert row["meanra"] == pytest.approx((ra0 + dra.mean()) % 360, abs=1e-9)
         assert row["meandec"] == pytest.approx(dec.mean(), abs=1e-9)
         assert row["sigmara"] == pytest.approx(np.std(dra * np.cos(np.radians(dec)) * 3600), abs=1e-6)
         assert row["sigmadec"] == pytest.approx(np.std(dec * 3600), abs=1e-6)
@@ -147,6 +154,7 @@ def test_real_packets_object_stats_against_loop(real):
             np.testing.assert_allclose([row["g_r_max" + suffix], row["g_r_mean" + suffix]],
                                        [want_max, want_mean], rtol=1e-12, atol=1e-12, equal_nan=True)
     assert 0 < n_stellar < len(got)
+    assert n_far >= 16  # placeholder rows of rebroadcasts, left out of the position (issue 27)
     # arcsec: most objects' detections agree to well under an arcsec (some shared packets are simulated)
     assert got["sigmara"].median() < 1 and got["sigmadec"].median() < 1
     assert got["g_r_max"].notna().sum() > 50
@@ -290,3 +298,23 @@ def test_saturation_rate_counts_corrected_detections():
     stats = magstats(det).set_index(["oid", "fid"])
     assert stats.loc[("X", 1), "saturation_rate"] == 2 / 4
     assert np.isnan(stats.loc[("X", 2), "saturation_rate"])
+
+
+def test_object_position_is_robust_to_a_placeholder_row():
+    """Issue 27: one rebroadcast row at a placeholder position (ra 350.55, dec 51.5167) must not move
+    the object's position; an object with two far-apart rows keeps both (nothing tells which is right)."""
+    offsets = [(0.1, -0.2), (-0.15, 0.1), (0.05, 0.2), (-0.1, -0.05), (0.2, 0.0)]  # arcsec
+    rows = [_det("P", 1 + i % 2, 1.0 + i, 18.0, i + 1, ra=150.0 + dx / 3600 / np.cos(np.radians(30.0)),
+                 dec=30.0 + dy / 3600) for i, (dx, dy) in enumerate(offsets)]
+    rows.append(_det("P", 1, 9.0, 18.0, 99, ra=350.55, dec=51.5167))
+    rows += [_det("T", 1, 1.0, 18.0, 200, ra=10.0, dec=0.0), _det("T", 1, 2.0, 18.0, 201, ra=10.01, dec=0.0)]
+    det, objects = correct_objects(pd.DataFrame(rows))
+    obj = object_stats(det, objects).set_index("oid")
+    dx = np.array([o[0] for o in offsets])
+    dy = np.array([o[1] for o in offsets])
+    assert obj.loc["P", "meanra"] == pytest.approx(150.0 + dx.mean() / 3600 / np.cos(np.radians(30.0)), abs=1e-9)
+    assert obj.loc["P", "meandec"] == pytest.approx(30.0 + dy.mean() / 3600, abs=1e-9)
+    assert obj.loc["P", "sigmara"] == pytest.approx(np.std(dx), abs=1e-3)
+    assert obj.loc["P", "sigmadec"] == pytest.approx(np.std(dy), abs=1e-6)
+    assert obj.loc["P", "ndet"] == 6  # the row is left out of the position only
+    assert obj.loc["T", "meanra"] == pytest.approx(10.005) and obj.loc["T", "sigmara"] == pytest.approx(18.0)

@@ -23,6 +23,15 @@ from pipeline.surveys.ztf import (
 from tests.conftest import require_shared
 
 FOLDERS = ("ztf_alerts", "ztf_alerts_older_schemas", "ztf_alerts_no_cutouts")
+#: Placeholder positions of rebroadcast packets (Fink's 2023 stream) whose jd was rewritten.
+PLACEHOLDERS = [(3.38, 52.69), (4.38, 53.69), (5.38, 54.69), (349.55, 50.5167), (350.55, 51.5167), (351.55, 52.5167)]
+
+
+def _rewritten_jd(row):
+    """The row's jd is more than a minute from the exposure time its pid encodes (ZTF's pid: night id,
+    then the time of day in millionths of a day)."""
+    pid = row["pid"]
+    return abs(row["jd"] - (2457754.5 + pid // 10**9 + pid % 10**9 // 1000 / 1e6)) * 86400 > 60
 DETECTION_KEYS = {
     "candid", "oid", "mjd", "fid", "pid", "ra", "dec", "magpsf", "sigmapsf", "magap", "sigmagap",
     "diffmaglim", "isdiffpos", "rb", "drb", "rbversion", "drbversion", "magnr", "sigmagnr",
@@ -78,8 +87,18 @@ def _no_missing_markers(values, where):
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_every_packet_parses_with_counts_values_and_manifest(folder, manifest):
     seen_isdiffpos = Counter()
+    refused = 0
     for name, data in _packets(folder):
         raw_records = _raw(data)
+        if _rewritten_jd(raw_records[0]["candidate"]):
+            # issue 27: a rebroadcast alert whose jd is not its exposure's carries a placeholder position
+            cand = raw_records[0]["candidate"]
+            assert FINK_STREAM_SOURCE in manifest[(folder, name)]["source"], name
+            assert any(abs(cand["ra"] - ra) < 1e-3 and abs(cand["dec"] - dec) < 1e-3 for ra, dec in PLACEHOLDERS), name
+            with pytest.raises(BadAlert, match="from the exposure time|outside the dark part"):
+                parse_packet(data)
+            refused += 1
+            continue
         alerts = parse_packet(data)
         assert len(alerts) == len(raw_records) == 1, name
         rec, alert = raw_records[0], alerts[0]
@@ -180,6 +199,8 @@ def test_every_packet_parses_with_counts_values_and_manifest(folder, manifest):
             assert alert.cutouts[key] == (stamp["stampData"] if stamp else None), where
         assert det["has_stamp"] is (rec.get("cutoutScience") is not None), where
 
+    # the rebroadcast alerts with a rewritten jd and a placeholder position (issue 27)
+    assert refused == (74 if folder == "ztf_alerts" else 0)
     if folder != "ztf_alerts_no_cutouts":
         # both signs occur in the data, so a constant mapping would fail above
         assert {v for (_, v) in seen_isdiffpos} == {1, -1}, seen_isdiffpos
@@ -189,6 +210,8 @@ def test_every_packet_parses_with_counts_values_and_manifest(folder, manifest):
 def test_cutouts_decompress_to_2d_fits_images_of_their_header_shape(folder):
     shapes = Counter()
     for name, data in _packets(folder):
+        if _rewritten_jd(_raw(data)[0]["candidate"]):
+            continue  # refused (issue 27)
         alert = parse_packet(data)[0]
         for key, stamp in alert.cutouts.items():
             assert stamp[:2] == b"\x1f\x8b", f"{name} {key}: stamp is not gzipped"
@@ -282,7 +305,13 @@ def test_broken_history_jds_are_dropped_and_counted(manifest):
     path = root / "2481114533215015024.avro"
     if not path.exists():
         pytest.skip("reference packet 2481114533215015024 absent")
-    alert = parse_packet(path.read_bytes())[0]
+    data = path.read_bytes()
+    # its own candidate's jd is a fill value too (and its position a placeholder): the alert is refused
+    with pytest.raises(BadAlert, match="jd 2460236.1042900463 is 42315 s from the exposure time 2460235.614533"):
+        parse_packet(data)
+    record = decode_container(data)[0]
+    record["candidate"]["jd"] = 2460235.614533  # the time its pid encodes: the history is parsed as usual
+    alert = parse_record(record)
     # 35 upper limits of 35 different exposures (pid), all stamped jd 2460236.0626233793: 33 lie on
     # other nights, and the 2 whose night it could be carry the same fill value: all are dropped.
     assert len(alert.non_detections) == 0 and alert.dropped_upper_limits == 35

@@ -210,8 +210,54 @@ def test_history_rows_must_lie_in_the_dark_part_of_their_night(real):
     alert = parse_record(rec)
     assert {d["candid"] for d in alert.prv_detections}.isdisjoint({dets[0]["candid"], dets[1]["candid"]})
     assert any("outside the night" in w for w in alert.warnings)
-    dets[0]["jd"] = base + 0.6
+    # issue 27: in the dark part of its night but not at the time of day its pid encodes: dropped too
+    exposure = base + dets[0]["pid"] % 10**9 // 1000 / 1e6
+    dets[0]["jd"] = exposure + 0.3 if exposure + 0.3 < base + 0.65 else exposure - 0.3
+    alert = parse_record(rec)
+    assert dets[0]["candid"] not in {d["candid"] for d in alert.prv_detections}
+    assert any("s from the exposure time" in d["why"] and d["candid"] == dets[0]["candid"] for d in alert.dropped)
+    dets[0]["jd"] = exposure + 30 / 86400  # within a minute of it: kept
     assert dets[0]["candid"] in {d["candid"] for d in parse_record(rec).prv_detections}
+
+
+def test_a_candidate_whose_jd_is_not_its_exposures_refuses_the_alert(real):
+    """Issue 27: rebroadcast alerts with a rewritten jd carry placeholder positions."""
+    _, rec = real
+    rec = copy.deepcopy(rec)
+    cand = rec["candidate"]
+    exposure = ztf.NID_JD0 + cand["pid"] // 10**9 + cand["pid"] % 10**9 // 1000 / 1e6
+    assert abs(cand["jd"] - exposure) * 86400 < 1
+    cand["jd"] = exposure + 0.04  # an hour later, still at night
+    with pytest.raises(BadAlert, match="3456 s from the exposure time"):
+        parse_record(rec)
+    cand["jd"] = exposure + 20 / 86400
+    assert parse_record(rec).candid == rec["candid"]
+
+
+def test_history_detections_far_from_the_candidate_are_dropped_with_the_reason(real):
+    """Issue 27: another object's history copied into a packet (or a placeholder position) is not kept."""
+    _, rec = real
+    rec = copy.deepcopy(rec)
+    dets = [p for p in rec["prv_candidates"] if p["candid"] is not None]
+    kept = len(parse_record(rec).prv_detections)
+    dets[0]["dec"] += 6 / 3600  # 6 arcsec north
+    dets[1]["dec"] += 4 / 3600  # 4 arcsec: still ZTF's scatter and association, with margin
+    alert = parse_record(rec)
+    assert [d["candid"] for d in alert.dropped] == [dets[0]["candid"]]
+    assert "arcsec from the alert's candidate" in alert.dropped[0]["why"] and alert.dropped_detections == 1
+    assert len(alert.prv_detections) == kept - 1 and any("more than 5 arcsec" in w for w in alert.warnings)
+
+
+def test_a_history_longer_than_ztf_sends_refuses_the_alert(real):
+    """Issue 12: ZTF sends 30 days of history; 10,000 rows is a fabricated packet."""
+    _, rec = real
+    rec = copy.deepcopy(rec)
+    row = next(p for p in rec["prv_candidates"] if p["candid"] is None)
+    rec["prv_candidates"] = [dict(row) for _ in range(10_000)]
+    with pytest.raises(BadAlert, match="prv_candidates holds 10000 rows.*more than 2000 is refused"):
+        parse_record(rec)
+    rec["prv_candidates"] = [dict(row) for _ in range(ztf.MAX_HISTORY_ROWS)]
+    assert parse_record(rec).candid == rec["candid"]
 
 
 def test_a_jd_shared_by_different_exposures_is_a_fill_value(real):
