@@ -159,7 +159,10 @@ def test_a_bad_rubin_history_row_is_dropped_and_the_rest_of_the_packet_stored(br
     folder.mkdir()
     _write(folder, path.name, schema, record)
     summary = ingest_paths([folder], batch_size=10, progress=False)
-    assert summary.quarantined == 0 and summary.new_objects == 1, summary.report()
+    assert summary.new_objects == 1 and summary.rows_dropped == 1, summary.report()
+    # the alert is stored; the dropped row is reported in the quarantine with its reason (not the packet)
+    assert summary.quarantined == 1
+    assert "1 ra/dec" in Quarantine.objects.get().reason
     stored = set(Detection.objects.values_list("candid", flat=True))
     assert stored == {record["diaSource"]["diaSourceId"], *(row["diaSourceId"] for row in prv[1:])}
     assert bad_candid not in stored
