@@ -132,7 +132,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"pipeline": {"handlers": ["console"], "level": os.environ.get("BROKER_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "pipeline": {"handlers": ["console"], "level": os.environ.get("BROKER_LOG_LEVEL", "INFO")},
+        # unhandled exceptions of a request (500s) with their traceback; Django's default prints them only with DEBUG on
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }
 
 # --- Celery: unset broker URL means the embedded default (the canvas runs eagerly in-process).

@@ -42,6 +42,7 @@ MAX_BULK_OBJECTS = 500
 MAX_BULK_ALERTS = 2000
 MAX_CSV_ROWS = 50000
 LATENCY_ALERTS = 200000  # most recent alerts in the latency distributions
+MAX_TIMING_HOURS = 10 * 366 * 24  # the timing pages look back at most ten years
 
 
 @require_GET
@@ -75,21 +76,34 @@ def index(request):
     return render(request, "pipeline/index.html", context)
 
 
-def _recent_latencies(request):
-    from datetime import timedelta
+def _hours(request):
+    """``?hours=`` of the timing pages: a number of hours in (0, MAX_TIMING_HOURS]; BadParameter otherwise."""
+    raw = request.GET.get("hours", "24")
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise BadParameter("hours", f"{raw[:40]!r} is not a number") from None
+    if not (0 < hours <= MAX_TIMING_HOURS):
+        raise BadParameter("hours", f"{raw[:40]!r} is not in (0, {MAX_TIMING_HOURS}]")
+    return hours
 
-    from django.utils import timezone
+
+def _recent_latencies(hours):
+    from datetime import timedelta
 
     from pipeline.workflow import timing
 
-    hours = float(request.GET.get("hours", 24))
-    return timing, timing.latencies(since=timezone.now() - timedelta(hours=hours)), hours
+    return timing, timing.latencies(since=timezone.now() - timedelta(hours=hours))
 
 
 @require_GET
 def processing_times(request):
     """Per step, percentiles of "alert ingested -> step done" over the last hours (``?hours=24``)."""
-    timing, lat, hours = _recent_latencies(request)
+    try:
+        hours = _hours(request)
+    except BadParameter as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+    timing, lat = _recent_latencies(hours)
     table = timing.percentile_table(lat).reset_index(names="step").to_dict("records") if lat else []
     return render(request, "pipeline/timing.html", {"rows": table, "hours": hours})
 
@@ -97,12 +111,18 @@ def processing_times(request):
 @require_GET
 def processing_times_png(request):
     """The cumulative distribution of the same latencies, one curve per step."""
-    timing, lat, hours = _recent_latencies(request)
+    try:
+        hours = _hours(request)
+    except BadParameter as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+    timing, lat = _recent_latencies(hours)
     if not lat:
         raise Http404("no step timings in that period")
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     timing.plot_cdf(lat, buffer, title=f"Processing time per alert, last {hours:g} h")
     return HttpResponse(buffer.getvalue(), content_type="image/png")
+
+
 # ---------------------------------------------------------------------------------------------- search
 
 SEARCH_FIELDS = ("oid", "ra", "dec", "radius", "classifier", "class", "probability", "ndet", "firstmjd", "lastmjd",
@@ -171,7 +191,7 @@ def search(request):
         "order_columns": ("lastmjd", "firstmjd", "ndet", "oid", "probability", "meanra", "meandec"),
         "pages": _page_links(page) if page else [],
     }
-    return render(request, "pipeline/search.html", context)
+    return render(request, "pipeline/search.html", context, status=400 if error else 200)
 
 
 def _page_links(page):
@@ -194,7 +214,7 @@ def download_cutouts(request):
     try:
         oids = _matching_oids(request, MAX_BULK_OBJECTS)
     except BadParameter as exc:
-        return HttpResponseBadRequest(str(exc))
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
     alerts = list(RawAlert.objects.filter(oid__in=oids).order_by("oid", "candid").values_list("candid", "oid")
                   [:MAX_BULK_ALERTS])
     buffer = io.BytesIO()
@@ -231,12 +251,13 @@ def download_objects_csv(request):
                                                                     "probability"]
     unknown = [c for c in columns if c not in CSV_COLUMNS and c not in ("class", "classifier")]
     if unknown:
-        return HttpResponseBadRequest(f"unknown columns: {', '.join(unknown)}")
+        return HttpResponseBadRequest(f"unknown columns: {', '.join(c[:40] for c in unknown)}",
+                                      content_type="text/plain")
     try:
         params = _search_params(request)
         q = parse_object_query(params)
     except BadParameter as exc:
-        return HttpResponseBadRequest(str(exc))
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
     fields = [{"class": "class_name", "classifier": "classifier_name"}.get(c, c) for c in columns]
     rows = ordered(object_queryset(q), q).values_list(*fields)[:MAX_CSV_ROWS]
     writer = csv.writer(_Echo())
@@ -557,16 +578,22 @@ def comparison_matrix(lc_name="lc_classifier", stamp_name="stamp_classifier"):
 def classifiers_page(request):
     lc_names = [n for n in Probability.objects.values_list("classifier_name", flat=True).distinct()
                 if n.startswith("lc_classifier")]
-    lc_name = request.GET.get("lc", "lc_classifier")
-    if lc_name not in lc_names and lc_names:
-        lc_name = "lc_classifier" if "lc_classifier" in lc_names else sorted(lc_names)[0]
+    lc_name = request.GET.get("lc", "")
+    if lc_name and lc_name not in lc_names:
+        return HttpResponseBadRequest(f"lc: {lc_name[:40]!r} is not one of {', '.join(sorted(lc_names)) or 'none'}",
+                                      content_type="text/plain")
+    if not lc_name:
+        lc_name = "lc_classifier" if "lc_classifier" in lc_names or not lc_names else sorted(lc_names)[0]
     context = {"matrix": comparison_matrix(lc_name), "lc_name": lc_name, "lc_names": sorted(lc_names)}
     return render(request, "pipeline/classifiers.html", context)
 
 
 @require_GET
 def outliers_page(request):
-    show_all = request.GET.get("all") == "1"
+    show_all = request.GET.get("all", "0")
+    if show_all not in ("0", "1", ""):
+        return HttpResponseBadRequest(f"all: {show_all[:40]!r} is not 0 or 1", content_type="text/plain")
+    show_all = show_all == "1"
     per_branch = 50
     version = max(OutlierScore.objects.values_list("version", flat=True).distinct(), default=None)
     scores = OutlierScore.objects.filter(version=version)  # the newest outlier model only

@@ -64,7 +64,7 @@ def test_search_by_oid_cone_pages_and_errors(client, broker_db):
     n = Object.objects.count()
     page = html(client, "/search", {"page_size": 5, "page": 2})
     assert len(result_oids(page)) == 5 and "page=3" in page and "page=1" in page and f"{n} objects" in page
-    page = html(client, "/search", {"radius": 99999, "ra": 1, "dec": 1})
+    page = html(client, "/search", {"radius": 99999, "ra": 1, "dec": 1}, status=400)
     assert 'class="error"' in page and "radius" in page
 
 
