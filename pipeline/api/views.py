@@ -31,6 +31,21 @@ class BadRequest(exceptions.APIException):
         self.errors = {param: message}
 
 
+#: The API docs pages load only from this server: ReDoc's bundle would fetch its logo from its CDN and
+#: Swagger UI a validator badge; the browser refuses both (scripts inline and workers from blob: are ReDoc's).
+SAME_ORIGIN_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+                   "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+
+
+def same_origin_only(view):
+    """``view`` with a Content-Security-Policy that lets the page load nothing from another host."""
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Content-Security-Policy"] = SAME_ORIGIN_CSP
+        return response
+    return wrapped
+
+
 class UnusableCutout(exceptions.APIException):
     """A stored cutout that is unreadable or too large to decode (``pipeline.surveys.cutouts``)."""
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY

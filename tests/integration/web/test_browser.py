@@ -160,3 +160,29 @@ def test_object_page_in_chromium(broker_db, deployed_server):
     assert not problems, problems
     assert not outside, f"requests left the server: {outside}"
     assert not failed, failed
+
+
+@pytest.mark.parametrize("page_path, rendered", [
+    ("/ztf/v1/redoc", "h1:has-text('Alert broker ZTF API')"),
+    ("/ztf/v1/docs", ".swagger-ui .info .title:has-text('Alert broker ZTF API')"),
+])
+def test_api_docs_render_with_nothing_from_outside(broker_db, deployed_server, page_path, rendered):
+    """ReDoc and Swagger UI draw the schema in Chromium and request nothing from another host."""
+    chromium_path()
+    host = urlsplit(deployed_server.url).netloc
+    outside, failed = [], []
+
+    def only_this_server(route):
+        if urlsplit(route.request.url).netloc != host and not route.request.url.startswith(("data:", "blob:")):
+            outside.append(route.request.url)
+            return route.abort()
+        return route.continue_()
+
+    with chromium_page() as page:
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.route("**/*", only_this_server)
+        page.goto(f"{deployed_server.url}{page_path}")
+        page.wait_for_selector(rendered, timeout=60_000)
+        page.wait_for_load_state("networkidle")
+    assert not outside, f"requests left the server: {outside}"
+    assert not failed, failed
