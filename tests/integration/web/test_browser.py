@@ -186,3 +186,36 @@ def test_api_docs_render_with_nothing_from_outside(broker_db, deployed_server, p
         page.wait_for_load_state("networkidle")
     assert not outside, f"requests left the server: {outside}"
     assert not failed, failed
+
+
+OVERFLOWING_TABLES = """() => [...document.querySelectorAll('.card table')].filter(table => {
+    const card = table.closest('.card');
+    const clipped = getComputedStyle(card).overflowX !== 'visible';
+    return !clipped && table.getBoundingClientRect().right > card.getBoundingClientRect().right + 0.5;
+}).map(table => table.closest('.card').querySelector('h2')?.textContent || '(card)')"""
+
+
+@pytest.fixture
+def listed_objects(db):
+    """Rows as the ingest writes them (this module's tests each start from an empty database)."""
+    from pipeline.models import Object, OutlierScore
+
+    for i in range(30):
+        obj = Object.objects.create(oid=f"ZTFSIM24aapi{i:03d}"[:15], simulated=True, meanra=123.456789 + i,
+                                    meandec=-45.678912, ndet=40 + i, firstmjd=60000.12345, lastmjd=60100.54321 + i,
+                                    corrected=False)
+        OutlierScore.objects.create(oid=obj, version="hrf-1.0.0", branch=("Transient", "Stochastic", "Periodic")[i % 3],
+                                    score=0.9 + i / 1000, is_outlier=True)
+
+
+@pytest.mark.parametrize("page_path", ["/", "/outliers?all=1", "/pipeline"])
+@pytest.mark.parametrize("width", [1400, 1300, 800])
+def test_tables_stay_inside_their_cards(listed_objects, deployed_server, page_path, width):
+    chromium_path()
+    with chromium_page() as page:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{deployed_server.url}{page_path}")
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".card table").count() > 0
+        assert page.evaluate(OVERFLOWING_TABLES) == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
