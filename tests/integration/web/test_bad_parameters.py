@@ -56,11 +56,22 @@ def test_no_dashboard_route_answers_500_to_bad_parameters(client, broker_db):
 
 
 @pytest.mark.parametrize("path", [
-    "/object/" + "x" * 3000, "/object/%00", "/object/..%2F..%2Fetc", "/object/ZTF00nothere",
+    "/object/" + "x" * 3000, "/object/..%2F..%2Fetc", "/object/ZTF00nothere",
     "/alerts/0.avro", "/alerts/" + "9" * 40 + ".avro", "/alerts/9223372036854775808.avro",
 ])
 def test_bad_path_values_are_404(client, broker_db, path):
     assert get(client, path, {}).status_code == 404
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/object/%00", {}), ("/object/ZTF%0017aaaaaaa", {}), ("/search", {"oid": "ZTF\x00"}),
+    ("/search/objects.csv", {"oid": "\x00"}), ("/ztf/v1/objects", {"oid": "\x00"}),
+    ("/ztf/v1/objects/%00", {}), ("/search", {"\x00": "1"}),
+])
+def test_nul_characters_are_400_on_every_database(client, broker_db, path, params):
+    # PostgreSQL refuses NUL in a query (psycopg raises); the request is refused before any view runs
+    response = get(client, path, params)
+    assert response.status_code == 400 and "NUL" in response.json()["detail"]
 
 
 def test_search_with_a_bad_value_is_400_and_says_which(client, broker_db):
