@@ -18,6 +18,7 @@ $(VENV)/.installed: requirements.txt
 
 migrate: venv
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 
 run: migrate
 	$(PY) manage.py simulate_night $(DEMO_DIR) --objects $(DEMO_OBJECTS) --seed 1

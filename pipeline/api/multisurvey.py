@@ -266,9 +266,13 @@ def stamp(request):
     if not data:
         return _error(404, f"the alert carries no {request.GET['stamp_type']}")
     if request.GET.get("file_format", "fits") == "png":
-        from pipeline.surveys.ztf import cutout_image
+        from pipeline.surveys.cutouts import BadCutout, cutout_image
 
-        return HttpResponse(_png(cutout_image(data)), content_type="image/png")
+        try:
+            image = cutout_image(data)
+        except BadCutout as exc:
+            return _error(422, f"the {request.GET['stamp_type']} of alert {found[0].candid} cannot be shown: {exc}")
+        return HttpResponse(_png(image), content_type="image/png")
     data = bytes(data)
     return HttpResponse(data if data[:2] == b"\x1f\x8b" else gzip.compress(data), content_type="application/fits")
 

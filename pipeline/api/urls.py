@@ -21,8 +21,9 @@ urlpatterns = [
          views.ClassifierClasses.as_view(), name="api-classes"),
     path("ztf/v1/alerce_config.json", views.ClientConfig.as_view(), name="api-client-config"),
     path("ztf/v1/schema", SpectacularAPIView.as_view(), name="api-schema"),
-    path("ztf/v1/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("ztf/v1/redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("ztf/v1/docs", views.same_origin_only(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path("ztf/v1/redoc", views.same_origin_only(SpectacularRedocView.as_view(
+        url_name="api-schema", template_name="pipeline/api_redoc.html")), name="api-redoc"),
     path(f"v2/lightcurve/forced-photometry/{OID}", views.ForcedPhotometryView.as_view(), name="api-forced"),
     re_path(r"^(ztf|v2)/.*$", views.not_found_json),
     path("get_stamp", views.GetStamp.as_view(), name="api-stamp"),

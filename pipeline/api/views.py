@@ -19,6 +19,7 @@ from pipeline.api.queries import (
 )
 from pipeline.api.stamps import STAMP_TYPES, STRETCHES, StampMissing, cutout_bytes, raw_alert, stamp_png
 from pipeline.models import Detection, Feature, ForcedPhotometry, MagStats, NonDetection, Object, Probability
+from pipeline.surveys.cutouts import BadCutout
 
 
 class BadRequest(exceptions.APIException):
@@ -28,6 +29,27 @@ class BadRequest(exceptions.APIException):
     def __init__(self, param, message):
         super().__init__(f"bad parameter {param}: {message}")
         self.errors = {param: message}
+
+
+#: The API docs pages load only from this server: ReDoc's bundle would fetch its logo from its CDN and
+#: Swagger UI a validator badge; the browser refuses both (scripts inline and workers from blob: are ReDoc's).
+SAME_ORIGIN_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+                   "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+
+
+def same_origin_only(view):
+    """``view`` with a Content-Security-Policy that lets the page load nothing from another host."""
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Content-Security-Policy"] = SAME_ORIGIN_CSP
+        return response
+    return wrapped
+
+
+class UnusableCutout(exceptions.APIException):
+    """A stored cutout that is unreadable or too large to decode (``pipeline.surveys.cutouts``)."""
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "the cutout cannot be decoded"
 
 
 def json_exception_handler(exc, context):
@@ -239,7 +261,7 @@ class GetStamp(BaseView):
             OpenApiParameter("stretch", str, enum=list(STRETCHES), description="PNG stretch (default asinh)"),
         ],
         responses={(200, "image/png"): OpenApiTypes.BINARY, (200, "application/fits"): OpenApiTypes.BINARY,
-                   **ERRORS},
+                   **ERRORS, 422: s.ErrorSerializer},
         summary="A cutout of an alert (the stamps_ztf get_stamp route)")
     def get(self, request):
         candid = _candid(request)
@@ -261,6 +283,8 @@ class GetStamp(BaseView):
             response = HttpResponse(stamp_png(packet, stamp_type, stretch), content_type="image/png")
         except StampMissing as exc:
             raise exceptions.NotFound(str(exc))
+        except BadCutout as exc:
+            raise UnusableCutout(f"the {stamp_type} cutout of alert {candid} cannot be shown: {exc}")
         response["Cache-Control"] = "public, max-age=86400"
         return response
 

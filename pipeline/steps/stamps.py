@@ -26,8 +26,6 @@ collapsing onto one class with overconfident probabilities.
 
 TensorFlow is imported only by the functions that need it, so importing this module is cheap.
 """
-import gzip
-import io
 import json
 import logging
 import os
@@ -37,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline.surveys.cutouts import BadCutout, CutoutTooLarge, cutout_image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter; errors still show
 log = logging.getLogger(__name__)
@@ -88,26 +88,18 @@ def decode_cutout(stamp_bytes, name="cutout", position=None):
     A cutout cut short by the CCD edge is padded back to 63x63 with NaN on the edge's side, which
     ``position`` (the candidate's xpos, ypos on the quadrant) gives; without it such a cutout is bad.
     """
-    from astropy.io import fits
     from astropy.io.fits.verify import VerifyWarning
 
     if not stamp_bytes:
         raise BadStamp(f"{name} missing")
-    raw = bytes(stamp_bytes)
     try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
-            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-                data = next((hdu.data for hdu in hdul if hdu.data is not None), None)
-                if data is None:
-                    raise BadStamp(f"{name}: FITS holds no image")
-                image = np.asarray(data, dtype=np.float32)
-    except BadStamp:
-        raise
-    except Exception as exc:  # gzip, astropy and numpy raise many types on corrupt input
-        raise BadStamp(f"{name} unreadable: {type(exc).__name__}: {exc}") from None
+            image = np.asarray(cutout_image(stamp_bytes), dtype=np.float32)
+    except CutoutTooLarge as exc:
+        raise BadStamp(f"{name} too large: {exc}") from None
+    except BadCutout as exc:
+        raise BadStamp(f"{name} unreadable: {exc}") from None
     if image.shape != (STAMP_SIZE, STAMP_SIZE):
         image = pad_edge_cutout(image, position, name)
     return image

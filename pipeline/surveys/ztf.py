@@ -28,20 +28,18 @@ Policies (see ``parse_record``):
 
 Pure Python + fastavro; no Django, no Celery.
 """
-import gzip
 import io
 import json
 import math
 import re
-import warnings
 import zlib
 
 import fastavro
-import numpy as np
 
 from pipeline.surveys.base import INT32_RANGE, BadAlert, ParsedAlert, is_valid_candid, on_sky
 from pipeline.surveys.base import BadValue as _BadValue
 from pipeline.surveys.base import shown as _shown
+from pipeline.surveys.cutouts import cutout_image  # noqa: F401 - part of this adapter's interface
 
 __all__ = [
     "KNOWN_SCHEMA_VERSIONS", "BadAlert", "ParsedAlert", "decode_container", "parse_record",
@@ -755,27 +753,3 @@ def _dropped_row(row, where, why):
 def parse_packet(data):
     """``decode_container`` then ``parse_record`` on every record (a BadAlert propagates)."""
     return [parse_record(record) for record in decode_container(data)]
-
-
-def cutout_image(stamp_bytes):
-    """The 2-D image of a cutout's ``stampData`` (gzipped or plain FITS), native byte order.
-
-    ZTF writes ``SIMPLE  =  T`` with the value off its fixed-format column; astropy reads it
-    fine but warns, so that one VerifyWarning is silenced here.
-    """
-    from astropy.io import fits  # imported here: the ingest hot path does not need astropy
-    from astropy.io.fits.verify import VerifyWarning
-
-    if not stamp_bytes:
-        raise ValueError("no cutout data")
-    raw = bytes(stamp_bytes)
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Found a SIMPLE card", category=VerifyWarning)
-        with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-            for hdu in hdul:
-                if hdu.data is not None:
-                    data = np.asarray(hdu.data)
-                    return data.astype(data.dtype.newbyteorder("="), copy=True)
-    raise ValueError("FITS cutout holds no image")

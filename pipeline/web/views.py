@@ -32,7 +32,8 @@ from pipeline.models import (
 
 BAND_NAMES = {1: "g", 2: "r", 3: "i"}
 LC_MIN_DETECTIONS = 6  # ALeRCE's light-curve classifier: at least 6 detections in g or in r
-STEP_ORDER = ("ingest", "stamp_classify", "xmatch", "correct", "magstats", "features", "lc_classify",
+# the step names StepTiming and Quarantine record (pipeline/workflow/step_tasks.py)
+STEP_ORDER = ("ingest", "stamp_classifier", "xmatch", "correct", "magstats", "features", "lc_classifier",
               "outliers", "publish")
 LEVELS = (("lc_classifier_top", "Light curve, top level"), ("lc_classifier", "Light curve, bottom level"),
           ("lc_classifier_transient", "Light curve, transient branch"),
@@ -42,6 +43,7 @@ MAX_BULK_OBJECTS = 500
 MAX_BULK_ALERTS = 2000
 MAX_CSV_ROWS = 50000
 LATENCY_ALERTS = 200000  # most recent alerts in the latency distributions
+MAX_TIMING_HOURS = 10 * 366 * 24  # the timing pages look back at most ten years
 
 
 @require_GET
@@ -75,21 +77,34 @@ def index(request):
     return render(request, "pipeline/index.html", context)
 
 
-def _recent_latencies(request):
-    from datetime import timedelta
+def _hours(request):
+    """``?hours=`` of the timing pages: a number of hours in (0, MAX_TIMING_HOURS]; BadParameter otherwise."""
+    raw = request.GET.get("hours", "24")
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise BadParameter("hours", f"{raw[:40]!r} is not a number") from None
+    if not (0 < hours <= MAX_TIMING_HOURS):
+        raise BadParameter("hours", f"{raw[:40]!r} is not in (0, {MAX_TIMING_HOURS}]")
+    return hours
 
-    from django.utils import timezone
+
+def _recent_latencies(hours):
+    from datetime import timedelta
 
     from pipeline.workflow import timing
 
-    hours = float(request.GET.get("hours", 24))
-    return timing, timing.latencies(since=timezone.now() - timedelta(hours=hours)), hours
+    return timing, timing.latencies(since=timezone.now() - timedelta(hours=hours))
 
 
 @require_GET
 def processing_times(request):
     """Per step, percentiles of "alert ingested -> step done" over the last hours (``?hours=24``)."""
-    timing, lat, hours = _recent_latencies(request)
+    try:
+        hours = _hours(request)
+    except BadParameter as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+    timing, lat = _recent_latencies(hours)
     table = timing.percentile_table(lat).reset_index(names="step").to_dict("records") if lat else []
     return render(request, "pipeline/timing.html", {"rows": table, "hours": hours})
 
@@ -97,12 +112,18 @@ def processing_times(request):
 @require_GET
 def processing_times_png(request):
     """The cumulative distribution of the same latencies, one curve per step."""
-    timing, lat, hours = _recent_latencies(request)
+    try:
+        hours = _hours(request)
+    except BadParameter as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+    timing, lat = _recent_latencies(hours)
     if not lat:
         raise Http404("no step timings in that period")
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     timing.plot_cdf(lat, buffer, title=f"Processing time per alert, last {hours:g} h")
     return HttpResponse(buffer.getvalue(), content_type="image/png")
+
+
 # ---------------------------------------------------------------------------------------------- search
 
 SEARCH_FIELDS = ("oid", "ra", "dec", "radius", "classifier", "class", "probability", "ndet", "firstmjd", "lastmjd",
@@ -171,7 +192,7 @@ def search(request):
         "order_columns": ("lastmjd", "firstmjd", "ndet", "oid", "probability", "meanra", "meandec"),
         "pages": _page_links(page) if page else [],
     }
-    return render(request, "pipeline/search.html", context)
+    return render(request, "pipeline/search.html", context, status=400 if error else 200)
 
 
 def _page_links(page):
@@ -194,7 +215,7 @@ def download_cutouts(request):
     try:
         oids = _matching_oids(request, MAX_BULK_OBJECTS)
     except BadParameter as exc:
-        return HttpResponseBadRequest(str(exc))
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
     alerts = list(RawAlert.objects.filter(oid__in=oids).order_by("oid", "candid").values_list("candid", "oid")
                   [:MAX_BULK_ALERTS])
     buffer = io.BytesIO()
@@ -231,12 +252,13 @@ def download_objects_csv(request):
                                                                     "probability"]
     unknown = [c for c in columns if c not in CSV_COLUMNS and c not in ("class", "classifier")]
     if unknown:
-        return HttpResponseBadRequest(f"unknown columns: {', '.join(unknown)}")
+        return HttpResponseBadRequest(f"unknown columns: {', '.join(c[:40] for c in unknown)}",
+                                      content_type="text/plain")
     try:
         params = _search_params(request)
         q = parse_object_query(params)
     except BadParameter as exc:
-        return HttpResponseBadRequest(str(exc))
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
     fields = [{"class": "class_name", "classifier": "classifier_name"}.get(c, c) for c in columns]
     rows = ordered(object_queryset(q), q).values_list(*fields)[:MAX_CSV_ROWS]
     writer = csv.writer(_Echo())
@@ -321,16 +343,15 @@ def _status(obj, detections, levels, quarantine):
     else:
         add("xmatch", True, "cross-matched" if Xmatch.objects.filter(oid=obj.oid).exists()
             else "no AllWISE source within the match radius")
-    for step, classifier, label in (("lc_classify", "lc_classifier", "light-curve classifier"),
-                                    ("stamp_classify", "stamp_classifier", "stamp classifier")):
-        if classifier in names:
+    for step, label in (("lc_classifier", "light-curve classifier"), ("stamp_classifier", "stamp classifier")):
+        if step in names:
             add(step, True, f"classified by the {label}")
         elif failed.get(step):
             add(step, False, f"step failed: {failed[step][0].reason}")
-        elif step == "lc_classify" and max(by_band.get(1, 0), by_band.get(2, 0)) < LC_MIN_DETECTIONS:
+        elif step == "lc_classifier" and max(by_band.get(1, 0), by_band.get(2, 0)) < LC_MIN_DETECTIONS:
             add(step, False, f"too few detections for the {label}: it needs at least {LC_MIN_DETECTIONS} in g or "
                 f"in r; this object has {by_band.get(1, 0)} in g and {by_band.get(2, 0)} in r")
-        elif step == "stamp_classify" and not any(d.has_stamp for d in detections):
+        elif step == "stamp_classifier" and not any(d.has_stamp for d in detections):
             add(step, False, "no stored alert of this object carries cutouts")
         else:
             add(step, False, f"not yet classified by the {label}")
@@ -373,6 +394,13 @@ def object_page(request, oid):
     quarantine = list(Quarantine.objects.filter(oid=oid).order_by("-created"))
     period_row = Feature.objects.filter(oid=oid, name="Multiband_period").order_by("-version").first()
     period = period_row.value if period_row and period_row.value and period_row.value > 0 else None
+    period_missing = period_row.missing_reason if period_row and period is None else ""
+    if period is not None:  # folding at a period longer than the light curve shows no cycle
+        mjds = [d.mjd for d in detections]
+        baseline = max(mjds) - min(mjds) if mjds else 0.0
+        if period > baseline:
+            period_missing = f"the period, {period:.5g} d, is longer than the light curve's {baseline:.5g} d"
+            period = None
     alerts = list(RawAlert.objects.filter(oid=oid).order_by("-candid"))
     stamped = [d.candid for d in sorted(detections, key=lambda d: -d.mjd) if d.has_stamp]
     stored = {a.candid for a in alerts}
@@ -385,7 +413,7 @@ def object_page(request, oid):
         "obj": obj,
         "lc": _lightcurve_data(obj, detections, non_detections, period),
         "period": period,
-        "period_missing": period_row.missing_reason if period_row and period is None else "",
+        "period_missing": period_missing,
         "n_detections": len(detections), "n_non_detections": len(non_detections),
         "n_dubious": sum(1 for d in detections if d.dubious),
         "n_forced": ForcedPhotometry.objects.filter(oid=oid).count(),
@@ -448,6 +476,9 @@ def latency_cdfs(limit=LATENCY_ALERTS):
     return dict(sorted(cdfs.items(), key=lambda item: _step_key(item[0])))
 
 
+#: Ticks of the log time axis at round durations, labelled in the unit that makes them whole numbers.
+TIME_TICKS = ((0.01, "0.01 s"), (0.1, "0.1 s"), (1, "1 s"), (10, "10 s"), (60, "1 min"), (600, "10 min"),
+              (3600, "1 h"), (36000, "10 h"), (86400, "1 d"), (864000, "10 d"), (8640000, "100 d"))
 COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4")
 
 
@@ -476,22 +507,10 @@ def cdf_svg(cdfs, width=640, height=300):
         pts = f"{x(secs[0]):.1f},{y(0):.1f} " + pts
         lines.append({"step": step, "points": pts, "colour": COLOURS[i % len(COLOURS)], "n": n,
                       "median": float(np.median(secs)), "p95": float(np.percentile(secs, 95))})
-    xticks = [{"x": x(10 ** k), "label": _seconds_label(10 ** k)} for k in range(lo_log, hi_log + 1)]
+    xticks = [{"x": x(sec), "label": label} for sec, label in TIME_TICKS if 10 ** lo_log <= sec <= 10 ** hi_log]
     yticks = [{"y": y(f), "label": f"{int(f * 100)}%"} for f in (0, 0.25, 0.5, 0.75, 1.0)]
     return {"width": width, "height": height, "lines": lines, "xticks": xticks, "yticks": yticks,
             "x0": pad_l, "x1": pad_l + w, "y0": pad_t, "y1": pad_t + h}
-
-
-def _seconds_label(sec):
-    if sec < 1:
-        return f"{sec:g} s"
-    if sec < 60:
-        return f"{sec:g} s"
-    if sec < 3600:
-        return f"{sec / 60:g} min"
-    if sec < 86400:
-        return f"{sec / 3600:.3g} h"
-    return f"{sec / 86400:.3g} d"
 
 
 def step_outputs():
@@ -502,8 +521,8 @@ def step_outputs():
         "correct": Detection.objects.filter(corrected__isnull=False).values("oid").distinct().count(),
         "magstats": MagStats.objects.values("oid").distinct().count(),
         "features": ObjectFeatureState.objects.count(),
-        "lc_classify": Probability.objects.filter(classifier_name="lc_classifier").values("oid").distinct().count(),
-        "stamp_classify": Probability.objects.filter(classifier_name="stamp_classifier").values("oid")
+        "lc_classifier": Probability.objects.filter(classifier_name="lc_classifier").values("oid").distinct().count(),
+        "stamp_classifier": Probability.objects.filter(classifier_name="stamp_classifier").values("oid")
         .distinct().count(),
         "outliers": OutlierScore.objects.values("oid").distinct().count(),
     }
@@ -557,16 +576,22 @@ def comparison_matrix(lc_name="lc_classifier", stamp_name="stamp_classifier"):
 def classifiers_page(request):
     lc_names = [n for n in Probability.objects.values_list("classifier_name", flat=True).distinct()
                 if n.startswith("lc_classifier")]
-    lc_name = request.GET.get("lc", "lc_classifier")
-    if lc_name not in lc_names and lc_names:
-        lc_name = "lc_classifier" if "lc_classifier" in lc_names else sorted(lc_names)[0]
+    lc_name = request.GET.get("lc", "")
+    if lc_name and lc_name not in lc_names:
+        return HttpResponseBadRequest(f"lc: {lc_name[:40]!r} is not one of {', '.join(sorted(lc_names)) or 'none'}",
+                                      content_type="text/plain")
+    if not lc_name:
+        lc_name = "lc_classifier" if "lc_classifier" in lc_names or not lc_names else sorted(lc_names)[0]
     context = {"matrix": comparison_matrix(lc_name), "lc_name": lc_name, "lc_names": sorted(lc_names)}
     return render(request, "pipeline/classifiers.html", context)
 
 
 @require_GET
 def outliers_page(request):
-    show_all = request.GET.get("all") == "1"
+    show_all = request.GET.get("all", "0")
+    if show_all not in ("0", "1", ""):
+        return HttpResponseBadRequest(f"all: {show_all[:40]!r} is not 0 or 1", content_type="text/plain")
+    show_all = show_all == "1"
     per_branch = 50
     version = max(OutlierScore.objects.values_list("version", flat=True).distinct(), default=None)
     scores = OutlierScore.objects.filter(version=version)  # the newest outlier model only

@@ -21,7 +21,7 @@ LC_CLASSES = ("SNIa", "SNIbc", "SNII", "SLSN", "QSO", "AGN", "Blazar", "CV/Nova"
 TOP_CLASSES = ("Transient", "Stochastic", "Periodic")
 STAMP_CLASSES = ("SN", "AGN", "VS", "asteroid", "bogus")
 LC_VERSION, STAMP_VERSION, OUTLIER_VERSION = "fixture-lc-1.0", "fixture-stamp-1.0", "fixture-outlier-1.0"
-FAILED_STEP = "lc_classify"
+FAILED_STEP = "lc_classifier"  # the step name run_isolating quarantines under
 
 
 def real_packets(n_single=3):

@@ -71,3 +71,14 @@ def test_visibility_timeout_outlasts_a_task_and_its_retry_countdown(tmp_path):
                                                       "CELERY_TASK_RETRY_BACKOFF_MAX": "5"}, tmp_path).stdout
     refused = manage(show, {"CELERY_VISIBILITY_TIMEOUT": "60"}, tmp_path)  # below the 120 s time limit
     assert refused.returncode != 0 and "CELERY_VISIBILITY_TIMEOUT must exceed" in refused.stderr
+
+
+def test_an_unhandled_error_is_logged_with_debug_off(tmp_path):
+    """A request that fails (here its database cannot be opened) leaves its traceback on stderr, DEBUG off."""
+    request = ("from django.test import Client; "
+               "print('status', Client(raise_request_exception=False).get('/').status_code)")
+    missing = tmp_path / "no such folder" / "broker.sqlite3"
+    result = manage(["shell", "-c", request], {"DATABASE_URL": f"sqlite:///{missing}"}, tmp_path)
+    assert "status 500" in result.stdout, result.stdout + result.stderr
+    assert "ERROR django.request: Internal Server Error: /" in result.stderr, result.stderr
+    assert "OperationalError" in result.stderr and "Traceback" in result.stderr

@@ -290,6 +290,21 @@ def test_openapi_schema_and_docs(client, broker_db):
     assert b"cdn" not in docs.content.lower()
 
 
+@pytest.mark.parametrize("page", ["/ztf/v1/docs", "/ztf/v1/redoc"])
+def test_api_docs_reference_nothing_outside_this_server(client, broker_db, page):
+    import re
+
+    response = client.get(page)
+    assert response.status_code == 200 and "default-src 'self'" in response["Content-Security-Policy"]
+    html = response.content.decode()
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html) + re.findall(r"""https?://[^\s"'<>)]+""", html)
+    assert urls, "no reference found: the check would be empty"
+    outside = [u for u in urls if re.match(r"(https?:)?//", u) and not re.match(r"(https?:)?//testserver/", u)]
+    assert not outside, outside
+    for url in (u for u in urls if u.startswith("/")):  # what it loads is served here
+        assert url.startswith(("/static/", "/ztf/v1/")), url
+
+
 def test_client_config_points_here(client, broker_db):
     config = get(client, "/ztf/v1/alerce_config.json").json()
     assert config["ztf"]["ZTF_API_URL"] == "http://testserver"

@@ -1,7 +1,9 @@
 """The object page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
 
-Checks the light curve is drawn, the three stamps load, toggles redraw, no console errors and no request
-leaves the server; keeps a screenshot under ``var/test-artifacts/`` (``BROKER_TEST_ARTIFACTS`` to move it).
+The server is set up as deployed: DEBUG off, ``collectstatic`` run, and static files served by the app
+itself (WhiteNoise), not by the test server's own static handler. Checks the stylesheet applies, the light
+curve is drawn, the three stamps load, toggles redraw, no console errors and no request leaves the server;
+keeps a screenshot under ``var/test-artifacts/`` (``BROKER_TEST_ARTIFACTS`` to move it).
 """
 import contextlib
 import os
@@ -42,13 +44,51 @@ def chromium_page():
             browser.close()
 
 
+class DeployedServer:
+    """The site on a live-server thread with nothing added to the app: no test static-file handler."""
+
+    def __init__(self):
+        from django.db import connections
+        from django.test.testcases import LiveServerThread
+
+        shared = {c.alias: c for c in connections.all() if c.vendor == "sqlite" and c.is_in_memory_db()}
+        self.thread = LiveServerThread("localhost", static_handler=lambda app: app, connections_override=shared)
+        self.thread.daemon = True
+        for conn in shared.values():
+            conn.inc_thread_sharing()
+        self.thread.start()
+        self.thread.is_ready.wait()
+        if self.thread.error:
+            raise self.thread.error
+        self.url = f"http://localhost:{self.thread.port}"
+
+    def stop(self):
+        self.thread.terminate()
+        for conn in self.thread.connections_override.values():
+            conn.dec_thread_sharing()
+
+
+@pytest.fixture
+def deployed_server(settings, tmp_path, live_server_db_connections):
+    """DEBUG off and ``collectstatic`` into a fresh STATIC_ROOT, as `make migrate` does before serving."""
+    from django.core.management import call_command
+
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path / "static"
+    call_command("collectstatic", "--noinput", verbosity=0)
+    assert (settings.STATIC_ROOT / "pipeline").is_dir()
+    server = DeployedServer()
+    yield server
+    server.stop()
+
+
 def artefact_dir():
     folder = Path(os.environ.get("BROKER_TEST_ARTIFACTS", REPO_ROOT / "var" / "test-artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def test_object_page_in_chromium(broker_db, live_server_db_connections, live_server):
+def test_object_page_in_chromium(broker_db, deployed_server):
     chromium_path()
     # the object with most alerts (a real one where ../shared/data is present), and what its page must show
     oid = max(broker_db["all"], key=lambda o: (Detection.objects.filter(oid=o, has_stamp=True).count(), o))
@@ -62,7 +102,7 @@ def test_object_page_in_chromium(broker_db, live_server_db_connections, live_ser
     from django.db import connections
 
     connections.close_all()
-    host = urlsplit(live_server.url).netloc
+    host = urlsplit(deployed_server.url).netloc
     problems, outside, failed = [], [], []
 
     def only_this_server(route):
@@ -77,7 +117,9 @@ def test_object_page_in_chromium(broker_db, live_server_db_connections, live_ser
         page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
         page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.route("**/*", only_this_server)
-        page.goto(f"{live_server.url}/object/{oid}")
+        page.goto(f"{deployed_server.url}/object/{oid}")
+        # the stylesheet applies (header.top's background from style.css)
+        assert page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor") == "rgb(22, 33, 58)"
         page.wait_for_selector('#lightcurve[data-ready="1"]')
         page.wait_for_load_state("networkidle")
 
@@ -118,3 +160,62 @@ def test_object_page_in_chromium(broker_db, live_server_db_connections, live_ser
     assert not problems, problems
     assert not outside, f"requests left the server: {outside}"
     assert not failed, failed
+
+
+@pytest.mark.parametrize("page_path, rendered", [
+    ("/ztf/v1/redoc", "h1:has-text('Alert broker ZTF API')"),
+    ("/ztf/v1/docs", ".swagger-ui .info .title:has-text('Alert broker ZTF API')"),
+])
+def test_api_docs_render_with_nothing_from_outside(broker_db, deployed_server, page_path, rendered):
+    """ReDoc and Swagger UI draw the schema in Chromium and request nothing from another host."""
+    chromium_path()
+    host = urlsplit(deployed_server.url).netloc
+    outside, failed = [], []
+
+    def only_this_server(route):
+        if urlsplit(route.request.url).netloc != host and not route.request.url.startswith(("data:", "blob:")):
+            outside.append(route.request.url)
+            return route.abort()
+        return route.continue_()
+
+    with chromium_page() as page:
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.route("**/*", only_this_server)
+        page.goto(f"{deployed_server.url}{page_path}")
+        page.wait_for_selector(rendered, timeout=60_000)
+        page.wait_for_load_state("networkidle")
+    assert not outside, f"requests left the server: {outside}"
+    assert not failed, failed
+
+
+OVERFLOWING_TABLES = """() => [...document.querySelectorAll('.card table')].filter(table => {
+    const card = table.closest('.card');
+    const clipped = getComputedStyle(card).overflowX !== 'visible';
+    return !clipped && table.getBoundingClientRect().right > card.getBoundingClientRect().right + 0.5;
+}).map(table => table.closest('.card').querySelector('h2')?.textContent || '(card)')"""
+
+
+@pytest.fixture
+def listed_objects(db):
+    """Rows as the ingest writes them (this module's tests each start from an empty database)."""
+    from pipeline.models import Object, OutlierScore
+
+    for i in range(30):
+        obj = Object.objects.create(oid=f"ZTFSIM24aapi{i:03d}"[:15], simulated=True, meanra=123.456789 + i,
+                                    meandec=-45.678912, ndet=40 + i, firstmjd=60000.12345, lastmjd=60100.54321 + i,
+                                    corrected=False)
+        OutlierScore.objects.create(oid=obj, version="hrf-1.0.0", branch=("Transient", "Stochastic", "Periodic")[i % 3],
+                                    score=0.9 + i / 1000, is_outlier=True)
+
+
+@pytest.mark.parametrize("page_path", ["/", "/outliers?all=1", "/pipeline"])
+@pytest.mark.parametrize("width", [1400, 1300, 800])
+def test_tables_stay_inside_their_cards(listed_objects, deployed_server, page_path, width):
+    chromium_path()
+    with chromium_page() as page:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{deployed_server.url}{page_path}")
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".card table").count() > 0
+        assert page.evaluate(OVERFLOWING_TABLES) == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"

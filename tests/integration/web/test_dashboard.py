@@ -64,7 +64,7 @@ def test_search_by_oid_cone_pages_and_errors(client, broker_db):
     n = Object.objects.count()
     page = html(client, "/search", {"page_size": 5, "page": 2})
     assert len(result_oids(page)) == 5 and "page=3" in page and "page=1" in page and f"{n} objects" in page
-    page = html(client, "/search", {"radius": 99999, "ra": 1, "dec": 1})
+    page = html(client, "/search", {"radius": 99999, "ra": 1, "dec": 1}, status=400)
     assert 'class="error"' in page and "radius" in page
 
 
@@ -232,3 +232,53 @@ def test_search_dates_as_calendar_days(client, broker_db):
     by_date = set(result_oids(html(client, "/search", {"lastmjd_min": day, "page_size": 100})))
     assert by_date == set(Object.objects.filter(lastmjd__gte=cut).values_list("oid", flat=True)) and by_date
     assert by_date == set(result_oids(html(client, "/search", {"lastmjd_min": cut, "page_size": 100})))
+
+
+def test_pipeline_page_rows_of_the_classifiers_show_their_objects(client, broker_db):
+    page = html(client, "/pipeline")
+    table = page.split('id="steps"', 1)[1].split("</table>", 1)[0]
+    rows = {cells[0]: cells[1:] for cells in (re.findall(r"<td[^>]*>([^<]*)</td>", row)
+                                              for row in table.split("<tr>")[2:])}
+    recorded = set(StepTiming.objects.values_list("step", flat=True))
+    assert "lc_classifier" in recorded and "lc_classifier" in rows
+    for step in ("lc_classifier", "stamp_classifier"):
+        if step in rows:
+            expected = Probability.objects.filter(classifier_name=step).values("oid").distinct().count()
+            assert expected > 0 and rows[step][2] == str(expected), (step, rows[step])
+    assert rows["lc_classifier"][3] == str(Quarantine.objects.filter(step="lc_classifier").count())
+
+
+def test_latency_axis_ticks_read_as_round_durations():
+    import numpy as np
+
+    from pipeline.web.views import cdf_svg
+
+    cdfs = {"features": np.geomspace(0.05, 5000, 50), "outliers": np.geomspace(2, 200000, 50)}
+    labels = [t["label"] for t in cdf_svg(cdfs)["xticks"]]
+    assert labels == ["0.01 s", "0.1 s", "1 s", "10 s", "1 min", "10 min", "1 h", "10 h", "1 d", "10 d"]
+    xs = [t["x"] for t in cdf_svg(cdfs)["xticks"]]
+    assert xs == sorted(xs)
+
+
+def test_fold_is_offered_only_at_a_period_within_the_light_curve(client, broker_db):
+    from pipeline.models import Feature
+
+    oid = broker_db["rich"]
+    mjds = list(Detection.objects.filter(oid=oid).values_list("mjd", flat=True))
+    baseline = max(mjds) - min(mjds)
+    assert baseline > 1
+    Feature.objects.filter(oid=oid, name="Multiband_period").delete()
+    row = Feature.objects.create(oid_id=oid, name="Multiband_period", value=2.5 * baseline, version="zz-test")
+
+    def lc_data(page):
+        return json.loads(re.search(r'<script id="lc-data" type="application/json">(.*?)</script>', page, re.S)
+                          .group(1))
+
+    page = html(client, f"/object/{oid}")
+    assert re.search(r'id="lc-fold"\s+disabled', page) and lc_data(page)["period"] is None
+    assert "longer than the light curve" in page
+    row.value = baseline / 3
+    row.save()
+    page = html(client, f"/object/{oid}")
+    assert not re.search(r'id="lc-fold"\s+disabled', page)
+    assert lc_data(page)["period"] == pytest.approx(baseline / 3)

@@ -136,6 +136,25 @@ def test_prepare_alerts_keeps_the_good_and_names_the_bad():
     assert batch.rejected[0][0] == 1 and "cutoutTemplate unreadable" in batch.rejected[0][1]
 
 
+def test_a_gzip_bomb_cutout_is_rejected_with_its_reason_within_bounded_memory():
+    import tracemalloc
+
+    from pipeline.surveys.cutouts import MAX_CUTOUT_BYTES
+    from tests.cutout_bombs import gzip_bomb
+
+    alerts = simulate_alerts({"SN": 2}, seed=3)
+    alerts[0] = {**alerts[0], "cutoutDifference": gzip_bomb(100 * 2**20)}
+    tracemalloc.start()
+    try:
+        batch = S.prepare_alerts(alerts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_CUTOUT_BYTES, f"peak {peak / 2**20:.1f} MiB"
+    assert batch.index == [1] and batch.rejected[0][0] == 0
+    assert "cutoutDifference too large" in batch.rejected[0][1] and str(MAX_CUTOUT_BYTES) in batch.rejected[0][1]
+
+
 def test_entropy_regularised_loss_is_crossentropy_minus_beta_entropy():
     import tensorflow as tf
 
