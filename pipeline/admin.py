@@ -218,3 +218,8 @@ class PublishedAlertAdmin(ReadOnlyPipelineAdmin):
     list_display = ("candid", "oid", "stream", "batch_id", "published")
     search_fields = ("=candid", "=oid", "=batch_id")
     list_filter = ("stream", "published")
+
+
+@admin.register(models.Deployment)
+class DeploymentAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("key", "created")

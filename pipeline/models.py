@@ -483,6 +483,8 @@ class BatchCanvas(models.Model):
     class Meta:
         db_table = "batch_canvas"
         verbose_name_plural = "batch canvases"
+
+
 class Deployment(models.Model):
     """This database's identity, made once at random (one row): it namespaces what deployments share,
     such as the output stream's dedup keys and default stream name on one Redis."""
