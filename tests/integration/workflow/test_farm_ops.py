@@ -193,3 +193,45 @@ def test_wait_gives_up_on_a_lost_canvas_only_once_nothing_progresses(monkeypatch
     with pytest.raises(CommandError, match="after the 0.5 s timeout"):
         call_command("wait", "lost", "--stall", "0", "--timeout", "0.5", stdout=io.StringIO())
     assert BatchCanvas.objects.get(batch_id="lost").state == BatchCanvas.QUEUED
+
+
+@pytest.mark.parametrize("fault", [ImportError("No module named 'tensorflow'"), OSError(28, "No space left on device"),
+                                   MemoryError()], ids=lambda f: type(f).__name__)
+def test_a_fault_of_the_worker_quarantines_nothing_and_propagates(fault):
+    from pipeline.workflow import step_tasks
+
+    calls = []
+
+    def step(oids):
+        calls.append(list(oids))
+        raise fault
+
+    with pytest.raises(type(fault)):
+        step_tasks.run_isolating("magstats", step, ["ZTF20aaaaaaa", "ZTF20aaaaaab", "ZTF20aaaaaac"], "b1")
+    assert calls == [["ZTF20aaaaaaa", "ZTF20aaaaaab", "ZTF20aaaaaac"]]  # the batch was not split
+    assert not Quarantine.objects.exists()
+
+
+def test_a_model_that_will_not_load_is_the_workers_fault_not_the_objects(broker_env, settings):
+    from pipeline.workflow import stamp_step, step_tasks
+    from pipeline.workflow.faults import EnvironmentFault
+
+    folder = night(broker_env, 20)
+    ingest_paths([folder], batch_size=100, pipeline=False, progress=False)
+    oids = sorted(Object.objects.values_list("oid", flat=True))
+    corrupt = broker_env / "model.joblib"
+    corrupt.write_bytes(b"not a model at all")
+    try:
+        for path in (corrupt, broker_env / "missing.joblib"):
+            settings.LC_CLASSIFIER_MODEL = str(path)
+            step_tasks.lc_model.cache_clear()
+            with pytest.raises(EnvironmentFault, match=f"light-curve classifier {path} could not be loaded"):
+                step_tasks.run_isolating("outliers", lambda subset: step_tasks.lc_model() and 0, oids, "b1")
+        settings.STAMP_CLASSIFIER_DIR = broker_env / "no_stamp_model"
+        stamp_step.classifier.cache_clear()
+        with pytest.raises(EnvironmentFault, match="stamp classifier .* could not be loaded"):
+            step_tasks.run_isolating("stamp_classifier", stamp_step.classify_new_objects, oids, "b1")
+    finally:
+        step_tasks.lc_model.cache_clear()
+        stamp_step.classifier.cache_clear()
+    assert not Quarantine.objects.exists()
