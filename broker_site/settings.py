@@ -139,6 +139,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Each pool process loads its models as it starts (broker_site/celery.py), outside every task's time
+# limit; the pool waits this long for a process to start (Celery's 4 s default killed slow loads).
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(os.environ.get("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "300"))
 # Time limits and the Redis visibility timeout are set from the slowest step, measured (docs/operating.md):
 # features, 1.4 s per 300-alert batch on PostgreSQL on the loaded 2-core machine.
 # A step may take 70 times that before it is killed.

@@ -8,6 +8,7 @@ imports nothing that imports it back.
 import functools
 import hashlib
 import logging
+import time
 
 import psycopg
 from celery import shared_task
@@ -198,6 +199,25 @@ def lc_model(path=None):
     path = path or settings.LC_CLASSIFIER_MODEL
     log.info("loading the light-curve classifier %s", path)
     return load_model(f"light-curve classifier {path}", lc_classifier.load, path)
+
+
+def preload_models(queues):
+    """Load the models of the steps served from ``queues`` (each worker pool process, as it starts). A
+    model that will not load is logged here; its step then retries and fails its batch (faults.py)."""
+    loaders_by_queue = {settings.QUEUE_CPU: [lc_model]}
+    if settings.STAMP_CLASSIFIER_ENABLED:
+        from pipeline.workflow.stamp_step import classifier
+
+        loaders_by_queue[settings.QUEUE_GPU] = [classifier]
+    for queue in sorted(set(queues) & set(loaders_by_queue)):
+        for load in loaders_by_queue[queue]:
+            started = time.monotonic()
+            try:
+                load()
+            except Exception:
+                log.exception("model of queue %s not loaded at process start", queue)
+                continue
+            log.info("model of queue %s loaded at process start in %.1f s", queue, time.monotonic() - started)
 
 
 @step_task("lc_classifier")
