@@ -151,6 +151,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A lost broker: the running tasks (acknowledged late) cannot be acknowledged any more and come back to the
+# queue anyway, so they are cancelled rather than left to run (and to hold a warm shutdown).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Each pool process loads its models as it starts (broker_site/celery.py), outside every task's time
+# limit; the pool waits this long for a process to start (Celery's 4 s default killed slow loads).
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(os.environ.get("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "300"))
 # Time limits and the Redis visibility timeout are set from the slowest step, measured (docs/operating.md):
 # features, 1.4 s per 300-alert batch on PostgreSQL on the loaded 2-core machine.
 # A step may take 70 times that before it is killed.
@@ -197,8 +203,9 @@ XMATCH_RETRY_MINUTES = float(os.environ.get("XMATCH_RETRY_MINUTES", "15"))
 # once they have been quiet for REPAIR_MIN_AGE_MINUTES (so batches still in flight are left alone).
 REPAIR_EVERY_MINUTES = float(os.environ.get("REPAIR_EVERY_MINUTES", "30"))
 REPAIR_MIN_AGE_MINUTES = float(os.environ.get("REPAIR_MIN_AGE_MINUTES", "30"))
-# How long `ingest` waits for a lost broker to come back before it stops (exit code 1).
-BROKER_LOST_WAIT_SECONDS = float(os.environ.get("BROKER_LOST_WAIT_SECONDS", "120"))
+# How long `ingest`, `wait` and `repair` wait for a lost broker (or result store) to come back before
+# they stop (exit code 1, naming `repair`).
+BROKER_LOST_WAIT_SECONDS = float(os.environ.get("BROKER_LOST_WAIT_SECONDS", "60"))
 # `wait` gives up when no step has finished on the awaited batches for this long. A killed worker's task
 # came back 102 s after the kill with a 25 s visibility timeout and a 20 s task limit (kombu restores
 # unacknowledged tasks on its own schedule), so the margin is four times visibility plus task limit.

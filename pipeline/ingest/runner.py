@@ -76,12 +76,12 @@ def ingest_paths(paths, batch_size, pipeline=True, wait=True, progress=True, lim
 def ingest_retrying(items, attempts=3):
     """Ingest a batch; a transient database fault (deadlock, lost connection) rolls the batch back
     whole, so it is simply run again."""
-    from django.db import OperationalError, close_old_connections, connection
+    from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
     for attempt in range(attempts):
         try:
             return ingest_batch(items, archive())
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             if attempt == attempts - 1:
                 raise
             log.warning("batch rolled back (%s); ingesting it again", exc)

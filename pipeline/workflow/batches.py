@@ -1,5 +1,6 @@
 """Operating the worker farm: launch a batch's canvas with a record of it, wait for the records, and
-survive a lost broker (pause, resume, or stop with every unlaunched batch recorded)."""
+survive a lost broker (pause, resume, or stop with every unlaunched batch recorded) and a lost database
+connection (closed and tried again, as the workers do)."""
 import logging
 import time
 
@@ -8,10 +9,12 @@ import redis.exceptions
 from celery import current_app
 from celery.result import result_from_tuple
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from pipeline.models import BatchCanvas, StepTiming
 from pipeline.workflow import canvas
+from pipeline.workflow.step_tasks import TRANSIENT_ERRORS as DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,20 @@ class BrokerLost(Exception):
     def __init__(self, message, batch_ids):
         super().__init__(message)
         self.batch_ids = batch_ids
+
+
+def retrying_database(fn, *args, attempts=6, **kwargs):
+    """``fn(*args, **kwargs)``, run again after a transient database fault (a terminated connection, a
+    restart): the dead connection is closed first. ``fn`` must be safe to repeat."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except DATABASE_ERRORS as exc:
+            if attempt == attempts - 1 or connection.in_atomic_block:
+                raise
+            log.warning("database connection lost (%s); trying again", exc)
+            connection.close()
+            time.sleep(min(0.5 * 2**attempt, 10.0))
 
 
 def eager():
@@ -75,7 +92,7 @@ def launch(batch_id, oids, new_oids=(), wait_seconds=None):
             record.state, record.error, record.finished = BatchCanvas.FAILED, repr(exc)[:4000], timezone.now()
             raise
         finally:
-            record.save()
+            retrying_database(record.save)
     wait_seconds = settings.BROKER_LOST_WAIT_SECONDS if wait_seconds is None else wait_seconds
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -86,14 +103,14 @@ def launch(batch_id, oids, new_oids=(), wait_seconds=None):
                 raise
             if time.monotonic() >= deadline:
                 record.state, record.error = BatchCanvas.NOT_LAUNCHED, f"broker unreachable: {exc!r}"[:4000]
-                record.save()
+                retrying_database(record.save)
                 raise BrokerLost(f"the broker has been unreachable for {wait_seconds:.0f} s: {exc}", [batch_id])
             log.warning("broker unreachable (%s); batch %s waits for it", exc, batch_id)
             while time.monotonic() < deadline and not broker_alive():
                 time.sleep(1.0)
             continue
         record.state, record.result = BatchCanvas.QUEUED, handle.as_tuple()
-        record.save()
+        retrying_database(record.save)  # the canvas runs: its record must not be lost with a connection
         return handle
 
 
@@ -141,39 +158,32 @@ class StillQueued(list):
         return f"{len(self)} canvas(es) still queued {self.reason}"
 
 
-def wait(batch_ids=None, timeout=None, poll=1.0, stall=None):
+def wait(batch_ids=None, timeout=None, poll=1.0, stall=None, broker_wait=None):
     """Block until every queued canvas (of ``batch_ids``, or all) has finished or failed; update the
     records. Returns the records still queued (``StillQueued``, empty when all ended) when ``timeout``
-    ran out, or when no step finished on them for ``stall`` seconds (default WAIT_STALL_SECONDS; 0:
-    never), which is how a lost canvas looks."""
+    ran out, when the broker or result store has been unreachable for ``broker_wait`` seconds (default
+    BROKER_LOST_WAIT_SECONDS), or when no step finished on them for ``stall`` seconds (default
+    WAIT_STALL_SECONDS; 0: never), which is how a lost canvas looks."""
     stall = settings.WAIT_STALL_SECONDS if stall is None else stall
+    broker_wait = settings.BROKER_LOST_WAIT_SECONDS if broker_wait is None else broker_wait
     started = time.monotonic()
-    last_progress, progress = started, None
+    last_progress, progress, lost_since = started, None, None
     while True:
-        pending = BatchCanvas.objects.filter(state=BatchCanvas.QUEUED)
-        if batch_ids is not None:
-            pending = pending.filter(batch_id__in=list(batch_ids))
-        still = []
-        for record in pending.order_by("launched"):
-            try:
-                state, error = canvas_state(record)
-            except Exception as exc:  # the result store is away: ask again at the next poll
-                if not is_broker_error(exc):
-                    raise
-                log.warning("result store unreachable (%s); waiting", exc)
-                state, error = BatchCanvas.QUEUED, ""
-            if state == BatchCanvas.QUEUED:
-                still.append(record)
-                continue
-            record.state, record.error, record.finished = state, error, timezone.now()
-            record.save(update_fields=["state", "error", "finished"])
+        still, store_lost = retrying_database(_poll, batch_ids)
         now = time.monotonic()
         if not still:
             return StillQueued()
         if timeout is not None and now - started >= timeout:
             return StillQueued(still, f"after the {timeout:g} s timeout")
+        if not eager() and (store_lost or not broker_alive()):
+            lost_since = now if lost_since is None else lost_since
+            if now - lost_since >= broker_wait:
+                return StillQueued(still, f"with the broker or its result store unreachable for {broker_wait:g} s: "
+                                          "once it is back, `manage.py repair` re-runs their objects")
+        else:
+            lost_since = None
         if stall:
-            steps_done = StepTiming.objects.filter(batch_id__in=[r.batch_id for r in still]).count()
+            steps_done = retrying_database(StepTiming.objects.filter(batch_id__in=[r.batch_id for r in still]).count)
             if (len(still), steps_done) != progress:
                 last_progress, progress = now, (len(still), steps_done)
             elif now - last_progress >= stall:
@@ -182,8 +192,34 @@ def wait(batch_ids=None, timeout=None, poll=1.0, stall=None):
         time.sleep(poll)
 
 
+def _poll(batch_ids):
+    """One look at the queued canvases: (records still queued, whether the result store was unreachable)."""
+    pending = BatchCanvas.objects.filter(state=BatchCanvas.QUEUED)
+    if batch_ids is not None:
+        pending = pending.filter(batch_id__in=list(batch_ids))
+    still, store_lost = [], False
+    for record in pending.order_by("launched"):
+        try:
+            state, error = canvas_state(record)
+        except Exception as exc:  # the result store is away: ask again at the next poll
+            if not is_broker_error(exc):
+                raise
+            log.warning("result store unreachable (%s); waiting", exc)
+            state, error, store_lost = BatchCanvas.QUEUED, "", True
+        if state == BatchCanvas.QUEUED:
+            still.append(record)
+            continue
+        record.state, record.error, record.finished = state, error, timezone.now()
+        record.save(update_fields=["state", "error", "finished"])
+    return still, store_lost
+
+
 def summary(batch_ids=None):
     """Batches per canvas state, and the errors of the failed ones."""
+    return retrying_database(_summary, batch_ids)
+
+
+def _summary(batch_ids):
     records = BatchCanvas.objects.all()
     if batch_ids is not None:
         records = records.filter(batch_id__in=list(batch_ids))
@@ -200,6 +236,10 @@ STEP_FAILURE_SOURCE = "step "  # Quarantine.source of an object a step could not
 
 def step_quarantines(batch_ids):
     """One line per batch whose steps quarantined objects (the rest of the batch went on)."""
+    return retrying_database(_step_quarantines, batch_ids)
+
+
+def _step_quarantines(batch_ids):
     from pipeline.models import Quarantine
 
     lines = {}

@@ -24,6 +24,7 @@ from pipeline.steps import stamps
 from pipeline.store import db, loaders
 from pipeline.surveys.base import BadAlert
 from pipeline.surveys.ztf import decode_container
+from pipeline.workflow.faults import load_model
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ STEP = stamps.CLASSIFIER_NAME
 @cache
 def classifier():
     """The stamp classifier of ``settings.STAMP_CLASSIFIER_DIR``, loaded once per process; logs the device."""
-    model = stamps.StampClassifier.load(settings.STAMP_CLASSIFIER_DIR)
+    folder = settings.STAMP_CLASSIFIER_DIR
+    model = load_model(f"stamp classifier {folder}", stamps.StampClassifier.load, folder)
     device = stamps.device_description()
     if device.startswith("GPU"):
         log.info("stamp classifier %s runs on %s", model.version, device)

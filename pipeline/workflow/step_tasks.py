@@ -25,13 +25,16 @@ from pipeline.steps import correction, lc_classifier, magstats as magstats_step
 from pipeline.steps.features import FEATURE_VERSION, compute_features
 from pipeline.steps.xmatch import ALLWISE_PHOTOMETRY, CATALOG, XmatchUnavailable
 from pipeline.store import db, loaders
+from pipeline.workflow.faults import ENVIRONMENT_ERRORS, load_model
 from pipeline.workflow.timing import record_timing
 
 log = logging.getLogger(__name__)
 
 # Django's and the driver's own (psycopg.errors.AdminShutdown is a psycopg.OperationalError).
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
-NOT_POISON = TRANSIENT_ERRORS + (SoftTimeLimitExceeded, MemoryError)
+# The worker's faults, not the input's: retried, then the batch fails (faults.py); nothing quarantined.
+RETRIED = TRANSIENT_ERRORS + ENVIRONMENT_ERRORS
+NOT_POISON = RETRIED + (SoftTimeLimitExceeded,)
 #: Seconds between in-process retries of an eager run: as many, and growing as, a worker's (max_retries=5).
 EAGER_RETRY_DELAYS = (1, 2, 4, 8, 16)
 
@@ -54,15 +57,16 @@ def retrying_in_process(name, call):
 def step_task(step, **options):
     """Register ``fn(oids) -> n`` as the pipeline step ``step``: timing, retries, one contract.
 
-    Transient database faults are retried (the dead connection is dropped first). Any other error is
-    the input's: the batch is split until the objects that make ``fn`` raise are found; each goes to
-    the quarantine with the step and the error, and the rest of the batch is written.
+    Transient database faults and faults of the worker's environment (a model or library that will not
+    load, OS and memory errors) are retried, then fail the batch. Any other error is the input's: the
+    batch is split until the objects that make ``fn`` raise are found; each goes to the quarantine with
+    the step and the error, and the rest of the batch is written.
     """
 
     def decorator(fn):
         @shared_task(
             name=f"{__name__}.{fn.__name__}",
-            autoretry_for=TRANSIENT_ERRORS,
+            autoretry_for=RETRIED,
             retry_backoff=True,
             retry_backoff_max=settings.CELERY_TASK_RETRY_BACKOFF_MAX,
             max_retries=5,
@@ -221,7 +225,28 @@ def publish_pending(batch_id, oids):
 @functools.lru_cache(maxsize=2)
 def lc_model(path=None):
     """(classifier, outlier forests) of the saved light-curve classifier, loaded once per process."""
-    return lc_classifier.load(path or settings.LC_CLASSIFIER_MODEL)
+    path = path or settings.LC_CLASSIFIER_MODEL
+    log.info("loading the light-curve classifier %s", path)
+    return load_model(f"light-curve classifier {path}", lc_classifier.load, path)
+
+
+def preload_models(queues):
+    """Load the models of the steps served from ``queues`` (each worker pool process, as it starts). A
+    model that will not load is logged here; its step then retries and fails its batch (faults.py)."""
+    loaders_by_queue = {settings.QUEUE_CPU: [lc_model]}
+    if settings.STAMP_CLASSIFIER_ENABLED:
+        from pipeline.workflow.stamp_step import classifier
+
+        loaders_by_queue[settings.QUEUE_GPU] = [classifier]
+    for queue in sorted(set(queues) & set(loaders_by_queue)):
+        for load in loaders_by_queue[queue]:
+            started = time.monotonic()
+            try:
+                load()
+            except Exception:
+                log.exception("model of queue %s not loaded at process start", queue)
+                continue
+            log.info("model of queue %s loaded at process start in %.1f s", queue, time.monotonic() - started)
 
 
 @step_task("lc_classifier")

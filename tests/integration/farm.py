@@ -40,7 +40,7 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--appendonly", "yes", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # a loaded machine starts it slowly
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
@@ -52,7 +52,7 @@ class RedisServer:
     def stop(self):
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # redis-server saves and exits on SIGTERM
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=120)
 
 
 class Farm:
@@ -105,10 +105,10 @@ class Farm:
             raise AssertionError(f"manage.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
 
-    def manage_async(self, *args, log_name):
+    def manage_async(self, *args, log_name, env=None):
         log = open(self.tmp / log_name, "w")
-        return subprocess.Popen([sys.executable, str(REPO_ROOT / "manage.py"), *args], env=self.env, cwd=REPO_ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen([sys.executable, str(REPO_ROOT / "manage.py"), *args], env={**self.env, **(env or {})},
+                                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_worker(self, queues=("ingest", "io", "cpu"), concurrency=2, name="w"):
         log = self.tmp / f"worker-{name}.log"

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from pipeline.ingest.runner import IngestStopped, ingest_paths
 from pipeline.ingest.sources import Limits
 from pipeline.store.locks import database_writer
-from pipeline.workflow.batches import BrokerLost
+from pipeline.workflow.batches import BrokerLost, retrying_database
 from pipeline.workflow.timing import step_report
 
 
@@ -69,7 +69,7 @@ class Command(BaseCommand):
             ) from exc
         self.stdout.write(summary.report())
         if not opts["no_wait"]:
-            self.stdout.write(step_report(summary.batch_ids))
+            self.stdout.write(retrying_database(step_report, summary.batch_ids))
         if summary.failed:  # exit status 1: a path was missing or a batch's steps failed
             problems = [f"{len(summary.missing)} missing path(s)"] * bool(summary.missing)
             problems += [f"steps failed in {len(summary.step_failures)} batch(es)"] * bool(summary.step_failures)

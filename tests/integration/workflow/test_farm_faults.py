@@ -4,19 +4,25 @@
 The reference is the same small night run eagerly (no broker) into its own database: after each fault
 and its recovery, every table holds exactly the rows of that undisturbed run.
 """
+import os
+import re
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.integration.farm import WORKER_APP, Farm, RedisServer, small_night, wait_for
 from tests.integration.services import require_postgres, require_redis
 
 pytestmark = [pytest.mark.services, pytest.mark.farm_faults]
 
-# Short limits so that a dead worker's task comes back in seconds (the default visibility is 300 s).
-FAST = dict(CELERY_TASK_TIME_LIMIT="20", CELERY_TASK_SOFT_TIME_LIMIT="15", CELERY_TASK_RETRY_BACKOFF_MAX="2",
-            CELERY_VISIBILITY_TIMEOUT="25", BROKER_LOST_WAIT_SECONDS="90")
+# Short limits so that a dead worker's task comes back within a minute or two (the default visibility is
+# 300 s), yet long enough for a step of 30 alerts on a loaded 2-core machine (models load before tasks).
+FAST = dict(CELERY_TASK_TIME_LIMIT="50", CELERY_TASK_SOFT_TIME_LIMIT="40", CELERY_TASK_RETRY_BACKOFF_MAX="2",
+            CELERY_VISIBILITY_TIMEOUT="60", BROKER_LOST_WAIT_SECONDS="90")
 BATCH = "30"
 
 
@@ -36,7 +42,7 @@ def reference(night, tmp_path_factory):
     return counts
 
 
-def finish(farm, timeout=300):
+def finish(farm, timeout=600):
     result = farm.manage("wait", "--timeout", str(timeout), timeout=timeout + 60)
     assert result.returncode == 0, result.stdout + result.stderr + farm.worker_logs()
     return result
@@ -46,7 +52,7 @@ def test_sigkill_of_a_whole_worker_mid_batch_then_restart(night, reference, tmp_
     with Farm(tmp_path, require_postgres(), require_redis(), redis_db=12, **FAST) as farm:
         worker = farm.start_worker(concurrency=1, name="doomed")
         farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-wait", "--no-progress", check=True)
-        assert wait_for(lambda: farm.sql("SELECT count(*) FROM step_timing WHERE step = 'correct'")[0][0] >= 1, 180)
+        assert wait_for(lambda: farm.sql("SELECT count(*) FROM step_timing WHERE step = 'correct'")[0][0] >= 1, 600)
         farm.stop_worker(worker, signal.SIGKILL)  # main process and pool, mid-way through the queued batches
         assert farm.sql("SELECT count(*) FROM batch_canvas WHERE state = 'queued'")[0][0] > 0
         busy = farm.sql("SELECT count(*) FROM feature_state")[0][0]
@@ -66,12 +72,12 @@ def test_broker_stopped_and_restarted_during_ingestion(night, reference, tmp_pat
             farm.start_worker()
             # One alert per batch: 150 canvases, so the broker goes while batches are still being launched.
             ingest = farm.manage_async("ingest", str(night), "--batch-size", "1", "--no-progress", log_name="ingest.log")
-            assert wait_for(lambda: farm.sql("SELECT count(*) FROM batch_canvas")[0][0] >= 3, 180)
+            assert wait_for(lambda: farm.sql("SELECT count(*) FROM batch_canvas")[0][0] >= 3, 600)
             redis_server.stop()
-            assert wait_for(lambda: "waits for it" in (tmp_path / "ingest.log").read_text(), 60)
+            assert wait_for(lambda: "waits for it" in (tmp_path / "ingest.log").read_text(), 300)
             time.sleep(3)
             redis_server.start()
-            assert ingest.wait(timeout=400) == 0, (tmp_path / "ingest.log").read_text()[-4000:] + farm.worker_logs()
+            assert ingest.wait(timeout=900) == 0, (tmp_path / "ingest.log").read_text()[-4000:] + farm.worker_logs()
             finish(farm)
             behind = farm.manage("repair", "--dry-run", check=True).stdout
             assert "would re-run 0 objects" in behind, behind
@@ -116,7 +122,7 @@ def test_terminated_database_connection_mid_step_is_retried(night, reference, tm
                 if pid not in killed and farm.sql("SELECT pg_terminate_backend(%s)", [pid])[0][0]:
                     killed.add(pid)
             time.sleep(0.05)
-        assert repair.wait(timeout=400) == 0, (tmp_path / "repair.log").read_text()[-3000:] + farm.worker_logs()
+        assert repair.wait(timeout=900) == 0, (tmp_path / "repair.log").read_text()[-3000:] + farm.worker_logs()
         assert killed, "no step was caught mid-way"
         logs = farm.worker_logs(tail=10**8)
         assert "terminating connection due to administrator command" in logs and "Retry in" in logs
@@ -128,7 +134,7 @@ def test_two_ingests_at_once_into_one_postgres_database(night, reference, tmp_pa
         farm.start_worker()
         runs = [farm.manage_async("ingest", str(night), "--batch-size", BATCH, "--no-progress", log_name=f"i{i}.log")
                 for i in range(2)]
-        codes = [run.wait(timeout=400) for run in runs]
+        codes = [run.wait(timeout=900) for run in runs]
         assert codes == [0, 0], [(tmp_path / f"i{i}.log").read_text()[-2000:] for i in range(2)]
         finish(farm)
         assert farm.counts() == reference
@@ -185,7 +191,7 @@ def test_bad_input_passes_through_the_farm_without_a_crashed_worker(night, tmp_p
         # The whole folder goes to the worker's `ingest` queue (ingest_files), then each batch's canvas.
         result = farm.manage("shell", "-c", (
             "from pipeline.workflow.ops_tasks import ingest_files; "
-            f"print('SUMMARY', ingest_files.delay([{str(bad)!r}], 4).get(timeout=300))"), timeout=400)
+            f"print('SUMMARY', ingest_files.delay([{str(bad)!r}], 4).get(timeout=900))"), timeout=960)
         assert "SUMMARY" in result.stdout, result.stdout + result.stderr + farm.worker_logs()
         finish(farm)
         assert worker.poll() is None
@@ -195,3 +201,126 @@ def test_bad_input_passes_through_the_farm_without_a_crashed_worker(night, tmp_p
         for name in ("truncated", "flipped", "not_avro", "empty", "wrong_schema", "broken.tar.gz"):
             assert name in sources, reasons
         assert farm.sql("SELECT count(*) FROM feature_state")[0][0] == farm.sql("SELECT count(*) FROM object")[0][0]
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_model_that_will_not_load_fails_its_batches_then_repair_finishes_them(night, reference, tmp_path, own_redis):
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    shutil.copy(REPO_ROOT / "models" / "lc_classifier" / "metrics.json", broken)
+    (broken / "model.joblib").write_bytes(b"not a model")  # a corrupt file, as a failed copy leaves it
+    with Farm(tmp_path, require_postgres(), own_redis.url, LC_CLASSIFIER_MODEL=str(broken / "model.joblib"),
+              **FAST) as farm:
+        worker = farm.start_worker()
+        failed = farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-progress", timeout=900)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "light-curve classifier" in failed.stdout and "could not be loaded" in failed.stdout, failed.stdout
+        # The worker's fault, not the objects': every batch failed loudly, no object quarantined for it.
+        assert farm.sql("SELECT state, count(*) FROM batch_canvas GROUP BY state") == [("failed", 5)]
+        assert farm.counts()["quarantine"] == reference["quarantine"]
+        assert "Retry in" in farm.worker_logs(tail=10**8)
+
+        farm.stop_worker(worker)
+        farm.env["LC_CLASSIFIER_MODEL"] = str(REPO_ROOT / "models" / "lc_classifier" / "model.joblib")
+        farm.start_worker()
+        repaired = farm.manage("repair", timeout=900)
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr + farm.worker_logs()
+        assert farm.counts() == reference
+
+
+def test_the_ingest_client_survives_the_termination_of_its_database_connection(night, reference, tmp_path, own_redis):
+    client = "broker-ingest-client"
+    with Farm(tmp_path, require_postgres(), own_redis.url, **FAST) as farm:
+        farm.start_worker(concurrency=1)
+        ingest = farm.manage_async("ingest", str(night), "--batch-size", "10", "--no-progress", log_name="ingest.log",
+                                   env={"DATABASE_URL": f"{farm.env['DATABASE_URL']}?application_name={client}"})
+        killed = {"launching": 0, "waiting": 0}
+        while ingest.poll() is None and sum(killed.values()) < 8:
+            launched = farm.sql("SELECT count(*) FROM batch_canvas")[0][0]
+            for (pid,) in farm.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                                   "AND datname = current_database()", [client]):
+                if farm.sql("SELECT pg_terminate_backend(%s)", [pid])[0][0]:
+                    killed["waiting" if launched == 15 else "launching"] += 1
+            time.sleep(2)  # the client gets time to recover between two terminations
+        assert ingest.wait(timeout=900) == 0, (tmp_path / "ingest.log").read_text()[-4000:] + farm.worker_logs()
+        assert killed["waiting"] >= 2, killed  # it was cut off while it waited for the canvases too
+        assert "database connection lost" in (tmp_path / "ingest.log").read_text()
+        assert farm.sql("SELECT state, count(*) FROM batch_canvas GROUP BY state") == [("done", 15)]
+        assert farm.counts() == reference
+
+
+def test_each_worker_process_loads_its_model_before_its_first_task(night, reference, tmp_path, own_redis):
+    with Farm(tmp_path, require_postgres(), own_redis.url, **FAST) as farm:
+        worker = farm.start_worker(concurrency=2)
+        farm.manage("ingest", str(night), "--batch-size", BATCH, "--no-progress", check=True, timeout=900)
+        assert farm.counts() == reference
+        lines = worker.log.read_text().splitlines()
+
+        def first(process, pattern):
+            return next((i for i, line in enumerate(lines) if f"INFO/{process}]" in line and re.search(pattern, line)),
+                        None)
+
+        processes = set(re.findall(r"INFO/(ForkPoolWorker-\d+)\] Task \S+ succeeded", "\n".join(lines)))
+        assert processes, lines[-50:]
+        for process in processes:  # the model came before the process's first task, outside its time limit
+            loaded = first(process, "model of queue \\S+ loaded at process start")
+            assert loaded is not None and loaded < first(process, "Task \\S+ succeeded"), (process, lines[-80:])
+        # Loaded once per process: no task of lc_classifier or outliers loaded it again.
+        loads = [line for line in lines if re.search(r"INFO/ForkPoolWorker-\d+\] loading the light-curve", line)]
+        assert len(loads) == len(processes) == 2, loads
+        assert not any("SoftTimeLimitExceeded" in line for line in lines)
+
+
+def test_broker_lost_for_good_after_every_batch_was_launched_is_noticed_within_a_minute(night, reference, tmp_path,
+                                                                                     own_redis):
+    import psycopg
+
+    # The stall limit alone would wait an hour, and a task runs until its (long) time limit: the broker's
+    # liveness is what ends the wait, and the loss of the broker what ends the task.
+    slow = dict(FAST, CELERY_TASK_TIME_LIMIT="240", CELERY_TASK_SOFT_TIME_LIMIT="200", CELERY_VISIBILITY_TIMEOUT="250",
+                BROKER_LOST_WAIT_SECONDS="20", WAIT_STALL_SECONDS="3600")
+    with Farm(tmp_path, require_postgres(), own_redis.url, **slow) as farm:
+        worker = farm.start_worker(concurrency=1)
+        # A magstats task that is running when the broker goes: it waits for this lock.
+        with psycopg.connect(farm.env["DATABASE_URL"]) as lock:
+            lock.execute("LOCK TABLE magstat IN ACCESS EXCLUSIVE MODE")
+            ingest = farm.manage_async("ingest", str(night), "--batch-size", "10", "--no-progress",
+                                       log_name="ingest.log")
+            assert wait_for(lambda: farm.sql("SELECT count(*) FROM batch_canvas")[0][0] == 15, 600)
+            assert wait_for(lambda: farm.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock' "
+                "AND datname = current_database()", [WORKER_APP])[0][0], 600)
+            assert ingest.poll() is None  # every batch launched, ingest waiting for them
+            own_redis.stop()
+            lost = time.monotonic()
+            try:
+                code = ingest.wait(timeout=200)
+            except subprocess.TimeoutExpired:
+                pytest.fail("ingest still waits for a broker gone for good: "
+                            + (tmp_path / "ingest.log").read_text()[-2000:])
+            text = (tmp_path / "ingest.log").read_text()
+            assert code == 1 and "unreachable for 20 s" in text and "manage.py repair" in text, text[-3000:]
+
+            os.kill(worker.pid, signal.SIGTERM)  # the main process only, as a supervisor does: it stops promptly
+            try:
+                worker.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.kill(worker.pid, signal.SIGUSR1)  # Celery logs every thread's stack
+                time.sleep(3)
+                pytest.fail(f"worker still running 90 s after SIGTERM (broker lost {time.monotonic() - lost:.0f} s "
+                            "ago): " + worker.log.read_text()[-8000:])
+            lock.rollback()
+
+        own_redis.start()
+        farm.start_worker()
+        repaired = farm.manage("repair", timeout=900)
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr + farm.worker_logs()
+        finish(farm, timeout=600)
+        assert farm.counts() == reference

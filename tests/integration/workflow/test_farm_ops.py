@@ -194,3 +194,92 @@ def test_wait_gives_up_on_a_lost_canvas_only_once_nothing_progresses(monkeypatch
     with pytest.raises(CommandError, match="after the 0.5 s timeout"):
         call_command("wait", "lost", "--stall", "0", "--timeout", "0.5", stdout=io.StringIO())
     assert BatchCanvas.objects.get(batch_id="lost").state == BatchCanvas.QUEUED
+
+
+@pytest.mark.parametrize("fault", [ImportError("No module named 'tensorflow'"), OSError(28, "No space left on device"),
+                                   MemoryError()], ids=lambda f: type(f).__name__)
+def test_a_fault_of_the_worker_quarantines_nothing_and_propagates(fault):
+    from pipeline.workflow import step_tasks
+
+    calls = []
+
+    def step(oids):
+        calls.append(list(oids))
+        raise fault
+
+    with pytest.raises(type(fault)):
+        step_tasks.run_isolating("magstats", step, ["ZTF20aaaaaaa", "ZTF20aaaaaab", "ZTF20aaaaaac"], "b1")
+    assert calls == [["ZTF20aaaaaaa", "ZTF20aaaaaab", "ZTF20aaaaaac"]]  # the batch was not split
+    assert not Quarantine.objects.exists()
+
+
+def test_a_model_that_will_not_load_is_the_workers_fault_not_the_objects(broker_env, settings):
+    from pipeline.workflow import stamp_step, step_tasks
+    from pipeline.workflow.faults import EnvironmentFault
+
+    folder = night(broker_env, 20)
+    ingest_paths([folder], batch_size=100, pipeline=False, progress=False)
+    oids = sorted(Object.objects.values_list("oid", flat=True))
+    corrupt = broker_env / "model.joblib"
+    corrupt.write_bytes(b"not a model at all")
+    try:
+        for path in (corrupt, broker_env / "missing.joblib"):
+            settings.LC_CLASSIFIER_MODEL = str(path)
+            step_tasks.lc_model.cache_clear()
+            with pytest.raises(EnvironmentFault, match=f"light-curve classifier {path} could not be loaded"):
+                step_tasks.run_isolating("outliers", lambda subset: step_tasks.lc_model() and 0, oids, "b1")
+        settings.STAMP_CLASSIFIER_DIR = broker_env / "no_stamp_model"
+        stamp_step.classifier.cache_clear()
+        with pytest.raises(EnvironmentFault, match="stamp classifier .* could not be loaded"):
+            step_tasks.run_isolating("stamp_classifier", stamp_step.classify_new_objects, oids, "b1")
+    finally:
+        step_tasks.lc_model.cache_clear()
+        stamp_step.classifier.cache_clear()
+    assert not Quarantine.objects.exists()
+
+
+def test_wait_gives_up_once_the_broker_has_been_unreachable_for_the_set_time(monkeypatch):
+    from django.utils import timezone
+
+    from pipeline.workflow import batches
+
+    BatchCanvas.objects.create(batch_id="away", oids=["ZTF20aaaaaaa"], state=BatchCanvas.QUEUED,
+                               launched=timezone.now())
+    monkeypatch.setattr(batches, "eager", lambda: False)
+    monkeypatch.setattr(batches, "canvas_state", lambda record: (BatchCanvas.QUEUED, ""))
+    alive = iter([True, False, True] + [False] * 100)  # away, back, then away for good
+    monkeypatch.setattr(batches, "broker_alive", lambda: next(alive))
+    clock = [0.0]
+    monkeypatch.setattr(batches.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(batches.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    still = batches.wait(["away"], poll=1, stall=0, broker_wait=5)
+    assert str(still) == ("1 canvas(es) still queued with the broker or its result store unreachable for 5 s: once "
+                          "it is back, `manage.py repair` re-runs their objects")
+    assert clock[0] == 3 + 5  # the clock started again when it came back
+    assert BatchCanvas.objects.get(batch_id="away").state == BatchCanvas.QUEUED
+
+
+def test_a_lost_database_connection_of_the_client_is_closed_and_tried_again(monkeypatch):
+    from django.db import OperationalError, connection
+    from django.utils import timezone
+
+    from pipeline.workflow import batches
+
+    BatchCanvas.objects.create(batch_id="b", oids=["ZTF20aaaaaaa"], state=BatchCanvas.FAILED, error="boom",
+                               launched=timezone.now())
+    monkeypatch.setattr(batches.time, "sleep", lambda seconds: None)
+    events, real_close, real_summary = [], connection.close, batches._summary
+    monkeypatch.setattr(connection, "close", lambda: events.append("close") or real_close())
+
+    def summary_cut_off(batch_ids):
+        events.append("try")
+        if events.count("try") < 3:
+            raise OperationalError("terminating connection due to administrator command")
+        return real_summary(batch_ids)
+
+    monkeypatch.setattr(batches, "_summary", summary_cut_off)
+    assert batches.summary(["b"]) == ({"failed": 1}, ["batch b failed: boom"])
+    assert events == ["try", "close", "try", "close", "try"]  # the dead connection closed before each new try
+    monkeypatch.setattr(batches, "_summary", lambda ids: (_ for _ in ()).throw(OperationalError("down for good")))
+    with pytest.raises(OperationalError):
+        batches.summary(["b"])
