@@ -1,5 +1,4 @@
 """A stored alert whose cutout is a gzip bomb: the stamp routes answer 422 JSON within bounded memory."""
-import io
 import tracemalloc
 
 import fastavro

@@ -9,7 +9,6 @@ import os
 import pytest
 from django.core.management import CommandError, call_command
 
-from pipeline import backends
 from pipeline.ingest import runner
 from pipeline.ingest.storage import LocalArchive
 from pipeline.models import Detection, Object, RawAlert
