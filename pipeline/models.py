@@ -271,6 +271,19 @@ class Quarantine(models.Model):
         constraints = [models.UniqueConstraint(fields=["sha256", "step"], name="quarantine_unique_bytes_step")]
 
 
+class ContestedCandid(models.Model):
+    """A candid that the histories of several objects carry and that is the own alert of none of them:
+    stored for none, whatever the order its claims arrive in (every claim is quarantined)."""
+
+    survey = models.CharField(max_length=16, default="ztf")
+    candid = models.BigIntegerField()
+    created = models.DateTimeField()
+
+    class Meta:
+        db_table = "contested_candid"
+        constraints = [models.UniqueConstraint(fields=["survey", "candid"], name="contested_candid_unique")]
+
+
 class StepTiming(models.Model):
     """When each step started and finished on each batch (for latency distributions)."""
 

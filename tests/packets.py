@@ -39,8 +39,8 @@ def expected_rows(folder):
 
 
 def contested_candids(folder):
-    """candids that the histories of several objects claim, none of them its own alert (refused as
-    conflicts when they meet in one batch)."""
+    """candids that the histories of several objects claim, none of them its own alert (stored for
+    none, in every order)."""
     return _rows(folder)[3]
 
 

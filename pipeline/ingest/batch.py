@@ -10,8 +10,12 @@ Copies of one detection (candid) that disagree are conflicts, resolved by one ru
 order the copies are read in (``_resolve``), counted in the summary and kept in the quarantine:
 - a detection belongs to one object: the object whose own alert it is, whatever the order the
   copies arrive in (an own alert takes its candid back from another object's stored history copy);
-  a history copy claiming a candid stored under another oid is refused (never moved); in one
-  batch, claims from histories of several objects with no own alert among them are all refused;
+  a history copy claiming a candid stored under another oid's own alert is refused (never moved);
+- a candid that the histories of several objects carry and that is the own alert of none of them
+  is stored for none (``_Contest``): every claim is quarantined, a copy stored before the second claim
+  arrived is removed (its object recomputed), and the candid is recorded (``ContestedCandid``) so a
+  later claim is refused too: the same end in every order and batch split. (The adapter has already
+  dropped history rows far from their alert, so each remaining claim lies near its own object);
 - which object's history a row is was decided by the adapter: it drops history detections far
   from the alert's own candidate (another object's history copied in) with the reason;
 - for one object, the copy from the alert whose own candidate it is wins, else the copy that lies
@@ -33,7 +37,7 @@ from django.utils import timezone
 from pipeline.ingest.sources import Missing, Packet, Skipped, SourceProblem
 from pipeline.ingest.storage import QUARANTINE_PREFIX_BYTES, alert_key, quarantine_key
 from pipeline.models import (
-    Detection, ForcedPhotometry, Gaia, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem,
+    ContestedCandid, Detection, ForcedPhotometry, Gaia, NonDetection, Object, Ps1, Quarantine, RawAlert, SolarSystem,
 )
 from pipeline.store import db, loaders
 from pipeline.surveys.base import BadAlert
@@ -348,12 +352,71 @@ def _earliest_parent(copy, candidates, kept):
     return copy if first == copy["parent_candid"] else dict(copy, parent_candid=first)
 
 
-def _resolve(claims, stored, conflicts, displaced):
+class _Contest:
+    """Candids that the histories of several objects carry, the own alert of none: stored for none.
+    Each claim is quarantined once per object and content (no parent candid, no packet in the data),
+    so the entries are the same whatever the order the claims arrive in."""
+
+    def __init__(self, candids):
+        self.known = set()
+        candids = list(candids)
+        for start in range(0, len(candids), 5000):
+            self.known.update(ContestedCandid.objects.filter(
+                candid__in=candids[start:start + 5000]).values_list("candid", flat=True))
+        self.new = {}  # candid -> survey
+        self.removed = []  # stored history copies to delete
+        self.entries = {}
+
+    def claims(self, candid, group, kept):
+        """True when ``candid`` is contested (it then takes the claims and the stored copy)."""
+        if (kept is not None and _is_own(kept)) or any(_is_own(claim.copy) for claim in group):
+            return False
+        oids = {claim.copy["oid"] for claim in group} | ({kept["oid"]} if kept is not None else set())
+        if candid not in self.known and len(oids) < 2:
+            return False
+        for claim in group:
+            self._refuse(claim.packet.source, claim.copy)
+        if kept is not None:
+            self._refuse(f"alert {kept['parent_candid']} (stored copy, removed)", kept)
+            self.removed.append(kept)
+        if candid not in self.known:
+            self.new[candid] = group[0].copy.get("survey", "ztf")
+        return True
+
+    def _refuse(self, source, copy):
+        content = {name: copy.get(name) for name in CONTENT_FIELDS if name != "parent_candid"}
+        data = json.dumps(content, sort_keys=True, default=str).encode()
+        reason = (f"candid {copy['candid']} is carried by the histories of several objects and is the own alert "
+                  f"of none of them: stored for none (this copy claimed for {copy['oid']})")
+        entry = _Rejected(source, reason, data, copy["oid"], copy["candid"])
+        self.entries.setdefault(entry.sha256, entry)
+
+    @property
+    def count(self):
+        return len(self.entries)
+
+    def rejected(self):
+        return list(self.entries.values())
+
+    def write(self, now):
+        """Remove the stored copies that turned out contested and record the new contested candids."""
+        if self.removed:
+            Detection.objects.filter(candid__in=[kept["candid"] for kept in self.removed]).delete()
+        db.insert_ignore(ContestedCandid, [dict(survey=survey, candid=candid, created=now)
+                                           for candid, survey in sorted(self.new.items())])
+
+
+def _resolve(claims, stored, conflicts, displaced, contest):
     """The copy to insert (new candids) and to replace (stored, outranked) per candid; the oids that
-    lose a stored detection to the object whose own alert it is are added to ``displaced``."""
+    lose a stored detection (to the object whose own alert it is, or to a contest) are added to
+    ``displaced``."""
     inserts, replaces = [], []
     for candid, group in claims.items():
         kept = stored.get(candid)
+        if contest.claims(candid, group, kept):
+            if kept is not None:
+                displaced.add(kept["oid"])
+            continue
         if kept is not None:
             candidates = []
             for claim in group:
@@ -365,13 +428,13 @@ def _resolve(claims, stored, conflicts, displaced):
         else:
             oids = {claim.copy["oid"] for claim in group}
             owners = {claim.copy["oid"] for claim in group if _is_own(claim.copy)}
-            if len(oids) > 1:
+            if len(oids) > 1:  # (several objects and none an owner is a contest, taken above)
                 winner_oid = next(iter(owners)) if len(owners) == 1 else None
                 for claim in group:
                     if claim.copy["oid"] != winner_oid:
                         why = (f"candid {candid} is the own alert of {winner_oid}" if winner_oid else
-                               f"candid {candid} is claimed by {len(oids)} objects ({', '.join(sorted(oids))}) "
-                               "and is the own alert of none of them")
+                               f"candid {candid} is the own alert of {len(owners)} objects "
+                               f"({', '.join(sorted(owners))})")
                         conflicts.add(claim.packet.source, claim.copy, f"{why}, claimed for {claim.copy['oid']}: refused")
                 candidates = [claim for claim in group if claim.copy["oid"] == winner_oid]
             else:
@@ -625,9 +688,10 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
     rejected += _dropped_rows(fresh, summary)
     objects, claims, non_detections, forced, ps1, gaia, ss = _collect_rows(fresh)
     displaced = set()
-    inserts, replaces = _resolve(claims, stored, conflicts, displaced)
-    summary.conflicts += conflicts.count
-    rejected += conflicts.rejected()
+    contest = _Contest(claims)
+    inserts, replaces = _resolve(claims, stored, conflicts, displaced, contest)
+    summary.conflicts += conflicts.count + contest.count
+    rejected += conflicts.rejected() + contest.rejected()
 
     now = db.now_param()
     packet_keys = _packet_keys(fresh)
@@ -637,6 +701,7 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
         with transaction.atomic():
             new_oids = _write_objects(objects, now)
             summary.new_objects = len(new_oids)
+            contest.write(now)
             summary.detections = len(db.insert_ignore(Detection, _same_keys(Detection, inserts)))
             if replaces:
                 replaces = _same_keys(Detection, replaces)

@@ -287,7 +287,7 @@ def test_an_avro_bomb_is_one_quarantine_entry_and_a_two_record_bad_file_is_count
 
 
 # ------------------------------------------------------------------------------ nothing taken over silently
-def test_history_rows_never_take_over_another_objects_detections(broker_env, real):
+def test_a_copied_history_takes_nothing_and_the_rows_both_carry_are_stored_for_neither(broker_env, real):
     path, schema, victim = _with_history(real)
     victim_dets = {p["candid"] for p in victim["prv_candidates"] if p["candid"] is not None} | {victim["candid"]}
     folder = broker_env / "takeover"
@@ -296,24 +296,30 @@ def test_history_rows_never_take_over_another_objects_detections(broker_env, rea
     first = ingest_paths([folder / "victim.avro"], batch_size=50, pipeline=False, progress=False)
     stored = set(Detection.objects.filter(oid=victim["objectId"]).values_list("candid", flat=True))
     assert stored and stored <= victim_dets and first.conflicts == 0
+    history = stored - {victim["candid"]}
 
-    # A crafted packet of another object carrying the victim's history and its own alert's candid.
+    # A crafted packet of another object at the victim's position, carrying the victim's history and
+    # its own alert's candid. The history rows lie at both objects' position and are the own alert of
+    # neither: stored for neither (as in every other order, issue 27); the victim's own alert stays.
     thief = _crafted(victim, objectId="ZTF20thiefaa", candid=victim["candid"] + 13)
     own_row = {k: victim["candidate"].get(k) for k in thief["prv_candidates"][0]}
     thief["prv_candidates"] = list(thief["prv_candidates"]) + [dict(own_row, candid=victim["candid"])]
     _write(folder / "thief.avro", schema, [thief])
     summary = ingest_paths([folder / "thief.avro"], batch_size=50, pipeline=False, progress=False)
 
-    assert set(Detection.objects.filter(oid=victim["objectId"]).values_list("candid", flat=True)) == stored
+    assert list(Detection.objects.filter(oid=victim["objectId"]).values_list("candid", flat=True)) == [victim["candid"]]
     assert list(Detection.objects.filter(oid="ZTF20thiefaa").values_list("candid", flat=True)) == [thief["candid"]]
-    assert summary.conflicts == len(stored)
-    (q,) = Quarantine.objects.all()
-    assert q.source.endswith("thief.avro") and q.oid == "ZTF20thiefaa"
-    assert q.reason.startswith(f"{len(stored)} conflicting cop") and f"stored under {victim['objectId']}" in q.reason
-    assert summary.quarantined == 1
+    assert summary.conflicts == 2 * len(history) + 1
+    contested = Quarantine.objects.filter(reason__contains="histories of several objects")
+    assert sorted(contested.values_list("candid", "oid")) == sorted(
+        [(c, victim["objectId"]) for c in history] + [(c, "ZTF20thiefaa") for c in history])
+    (q,) = Quarantine.objects.filter(reason__contains=f"stored under {victim['objectId']}")
+    assert q.source.endswith("thief.avro") and q.oid == "ZTF20thiefaa" and q.candid == victim["candid"]
+    assert summary.quarantined == Quarantine.objects.count() == 2 * len(history) + 1
 
     again = ingest_paths([folder], batch_size=50, pipeline=False, progress=False)
-    assert Quarantine.objects.count() == 1 and again.conflicts == 0  # both packets known: nothing new
+    assert Quarantine.objects.count() == 2 * len(history) + 1 and again.conflicts == 0  # nothing new
+    assert Detection.objects.count() == 2
 
 
 def test_in_one_batch_the_object_whose_own_alert_it_is_wins(broker_env, real):
