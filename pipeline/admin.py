@@ -223,3 +223,9 @@ class PublishedAlertAdmin(ReadOnlyPipelineAdmin):
 @admin.register(models.Deployment)
 class DeploymentAdmin(ReadOnlyPipelineAdmin):
     list_display = ("key", "created")
+
+
+@admin.register(models.ContestedCandid)
+class ContestedCandidAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("survey", "candid", "created")
+    search_fields = ("=candid",)
