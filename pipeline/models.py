@@ -52,7 +52,8 @@ class Object(models.Model):
 
 
 class Detection(models.Model):
-    candid = models.BigIntegerField(primary_key=True)
+    id = models.BigAutoField(primary_key=True)
+    candid = models.BigIntegerField(help_text="Alert candidate id (ZTF candid, Rubin diaSourceId): unique per survey")
     oid = models.ForeignKey(
         Object, on_delete=models.CASCADE, db_column="oid", related_name="detections", db_index=False
     )  # covered by the (oid, ...) index below
@@ -107,6 +108,7 @@ class Detection(models.Model):
 
     class Meta:
         db_table = "detection"
+        constraints = [models.UniqueConstraint(fields=["candid", "survey"], name="detection_candid_survey")]
         indexes = [models.Index(fields=["oid", "fid", "mjd"], name="detection_oid_fid_mjd")]
 
     def __str__(self):
@@ -239,7 +241,9 @@ class SolarSystem(models.Model):
 class RawAlert(models.Model):
     """Index of the raw archive: where each packet's bytes are kept."""
 
-    candid = models.BigIntegerField(primary_key=True)
+    id = models.BigAutoField(primary_key=True)
+    candid = models.BigIntegerField()
+    survey = models.CharField(max_length=16, default="ztf", choices=SURVEYS)
     oid = models.CharField(max_length=32, db_index=True)
     archive_key = models.CharField(max_length=255)
     schemavsn = models.CharField(max_length=16, null=True, blank=True)
@@ -250,6 +254,7 @@ class RawAlert(models.Model):
 
     class Meta:
         db_table = "raw_alert"
+        constraints = [models.UniqueConstraint(fields=["candid", "survey"], name="raw_alert_candid_survey")]
 
 
 class Quarantine(models.Model):
@@ -513,7 +518,9 @@ class Deployment(models.Model):
 class PublishedAlert(models.Model):
     """Alerts already sent to the output stream, so a re-delivered batch sends none of them again."""
 
-    candid = models.BigIntegerField(primary_key=True)
+    id = models.BigAutoField(primary_key=True)
+    candid = models.BigIntegerField()
+    survey = models.CharField(max_length=16, default="ztf", choices=SURVEYS)
     oid = models.CharField(max_length=32, db_index=True)
     stream = models.CharField(max_length=255, help_text="redis://.../<stream> or kafka://.../<topic>")
     batch_id = models.CharField(max_length=64, blank=True, default="")
@@ -521,3 +528,4 @@ class PublishedAlert(models.Model):
 
     class Meta:
         db_table = "published_alert"
+        constraints = [models.UniqueConstraint(fields=["candid", "survey"], name="published_alert_candid_survey")]

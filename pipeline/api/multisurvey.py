@@ -222,13 +222,19 @@ STAMP_TYPES = {"cutoutScience": "science", "cutoutTemplate": "template", "cutout
 
 
 def _stored_alert(request):
-    """(RawAlert, raw bytes) of ``measurement_id`` (the alert's candid), or None."""
+    """(RawAlert, raw bytes) of ``measurement_id`` (the alert's candid) of the request's object, else of its
+    survey, else Rubin's (a Rubin diaSourceId may equal a ZTF candid), or None."""
     from pipeline.backends import archive
     from pipeline.ingest.storage import ArchiveMissing
     from pipeline.models import RawAlert
 
     try:
-        raw = RawAlert.objects.get(candid=int(request.GET.get("measurement_id") or request.GET.get("candid")))
+        alerts = RawAlert.objects.filter(candid=int(request.GET.get("measurement_id") or request.GET.get("candid")))
+        if request.GET.get("oid"):
+            alerts = alerts.filter(oid=request.GET["oid"])
+        else:
+            alerts = alerts.filter(survey=request.GET.get("survey_id") or request.GET.get("survey") or "lsst")
+        raw = alerts.get()
         return raw, archive().load(raw.archive_key)
     except (TypeError, ValueError):
         raise BadRequest("measurement_id (an integer) is required") from None

@@ -40,7 +40,7 @@ class DetectionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Detection
-        exclude = ("oid",)
+        exclude = ("id", "oid")  # id: the table's own key, not ALeRCE's
 
 
 class NonDetectionSerializer(serializers.ModelSerializer):

@@ -18,13 +18,15 @@ class StampMissing(LookupError):
 
 
 def raw_alert(candid, oid=None):
-    """(RawAlert row, packet bytes) of ``candid``; StampMissing when it is not stored (or not ``oid``'s)."""
-    try:
-        row = RawAlert.objects.get(candid=candid)
-    except RawAlert.DoesNotExist:
-        raise StampMissing(f"no stored alert with candid {candid}")
-    if oid and row.oid != oid:
-        raise StampMissing(f"alert {candid} belongs to {row.oid}, not {oid}")
+    """(RawAlert row, packet bytes) of ``candid``: ``oid``'s alert when oid is given (a Rubin diaSourceId may
+    equal a ZTF candid), else the ZTF alert; StampMissing when it is not stored (or not ``oid``'s)."""
+    alerts = RawAlert.objects.filter(candid=candid)
+    row = alerts.filter(oid=oid).first() if oid else alerts.filter(survey="ztf").first()
+    if row is None:
+        other = alerts.first() if oid else None
+        if other is None:
+            raise StampMissing(f"no stored alert with candid {candid}")
+        raise StampMissing(f"alert {candid} belongs to {other.oid}, not {oid}")
     try:
         return row, archive().load(row.archive_key)
     except ArchiveMissing:

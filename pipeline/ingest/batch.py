@@ -1,12 +1,13 @@
 """Ingest step: raw packets -> archive + object/detection/non-detection rows, one batch at a time.
 
 A batch is decoded and parsed in memory, the raw bytes go to the archive, and every table gets one
-multi-row write. Writes skip what is already stored (keys: candid, (oid, fid, mjd), oid), so
+multi-row write. Writes skip what is already stored (keys: (candid, survey), (oid, fid, mjd), oid), so
 re-ingesting the same alerts changes nothing. Bad input is quarantined with its reason; the rest of
 the batch goes on, and a batch that fails for a reason no check foresaw is split until the input
 that fails it stands alone, and that input is quarantined.
 
-Copies of one detection (candid) that disagree are conflicts, resolved by one rule whatever the
+A detection's key is (survey, candid): a Rubin diaSourceId equal to a ZTF candid is another detection.
+Copies of one detection (key) that disagree are conflicts, resolved by one rule whatever the
 order the copies are read in (``_resolve``), counted in the summary and kept in the quarantine:
 - a detection belongs to one object: the object whose own alert it is, whatever the order the
   copies arrive in (an own alert takes its candid back from another object's stored history copy);
@@ -204,41 +205,14 @@ def parse_packets(items):
     return alerts, rejected
 
 
-# ------------------------------------------------------------------------------ survey id clashes
+# ------------------------------------------------------------------------------ keys
 def _survey(alert):
     return alert.detection.get("survey", "ztf")
 
 
-def _refuse_survey_clashes(alerts, rejected, summary):
-    """ZTF candids and Rubin diaSourceIds share one key (Detection.candid, RawAlert.candid): an alert whose
-    own id another survey holds (stored, or claimed in this batch) is quarantined saying so, never taken
-    for the other survey's detection; a history row whose id another survey holds is dropped and counted."""
-    surveys = {}
-    for _, alert in alerts:
-        for det in alert.detections:
-            surveys.setdefault(det["candid"], set()).add(_survey(alert))
-    candids = list(surveys)
-    for start in range(0, len(candids), 5000):
-        for candid, survey in Detection.objects.filter(candid__in=candids[start:start + 5000]).values_list(
-                "candid", "survey"):
-            surveys[candid].add(survey)
-    kept = []
-    for packet, alert in alerts:
-        mine = _survey(alert)
-        others = surveys[alert.candid] - {mine}
-        if others:
-            reason = (f"{mine} alert id {alert.candid} is also the id of a {'/'.join(sorted(others))} detection "
-                      "(stored or in this batch): ZTF and Rubin ids share one key here, so it is refused")
-            rejected.append(_Rejected(packet.source, reason, packet.data, alert.oid, alert.candid))
-            summary.conflicts += 1
-            continue
-        clashing = [det for det in alert.prv_detections if surveys[det["candid"]] - {mine}]
-        if clashing:
-            alert.prv_detections = [det for det in alert.prv_detections if det not in clashing]
-            alert.dropped_detections += len(clashing)
-            alert.warnings.append(f"dropped {len(clashing)} earlier detections whose id another survey holds")
-        kept.append((packet, alert))
-    return kept
+def _key(det):
+    """A detection's key: ZTF candids and Rubin diaSourceIds are separate namespaces."""
+    return det.get("survey", "ztf"), det["candid"]
 
 
 # ------------------------------------------------------------------------------ candid conflicts
@@ -287,12 +261,13 @@ def _best(copies, copy_of=lambda item: item):
     return best
 
 
-def _stored_copies(candids):
-    """candid -> the stored copy's content fields, for the candids of a batch already in the table
+def _stored_copies(keys):
+    """(survey, candid) -> the stored copy's content fields, for the keys of a batch already in the table
     (plain SQL: the ORM's cost per parameter is most of the time for a few thousand candids)."""
-    candids = list(candids)
+    keys = set(keys)
+    candids = sorted({candid for _, candid in keys})
     qn = connection.ops.quote_name
-    columns = ", ".join(qn(Detection._meta.get_field(name).column) for name in CONTENT_FIELDS)
+    columns = ", ".join(qn(Detection._meta.get_field(name).column) for name in ("survey", *CONTENT_FIELDS))
     stored = {}
     with connection.cursor() as cursor:
         for start in range(0, len(candids), 5000):
@@ -301,10 +276,22 @@ def _stored_copies(candids):
                 f"SELECT {columns} FROM {qn(Detection._meta.db_table)} WHERE {qn('candid')} IN ({', '.join(['%s'] * len(chunk))})",
                 chunk,
             )
-            for values in cursor.fetchall():
+            for survey, *values in cursor.fetchall():
                 row = dict(zip(CONTENT_FIELDS, values))
-                stored[row["candid"]] = row
+                if (survey, row["candid"]) in keys:
+                    stored[survey, row["candid"]] = row
     return stored
+
+
+def _archived(keys):
+    """The (survey, candid) keys of ``keys`` whose alert is already ingested (in RawAlert)."""
+    keys = set(keys)
+    candids = sorted({candid for _, candid in keys})
+    found = set()
+    for start in range(0, len(candids), 5000):
+        rows = RawAlert.objects.filter(candid__in=candids[start:start + 5000]).values_list("survey", "candid")
+        found.update(key for key in rows if key in keys)
+    return found
 
 
 @dataclass
@@ -357,30 +344,31 @@ class _Contest:
     Each claim is quarantined once per object and content (no parent candid, no packet in the data),
     so the entries are the same whatever the order the claims arrive in."""
 
-    def __init__(self, candids):
+    def __init__(self, keys):
         self.known = set()
-        candids = list(candids)
+        candids = sorted({candid for _, candid in keys})
         for start in range(0, len(candids), 5000):
             self.known.update(ContestedCandid.objects.filter(
-                candid__in=candids[start:start + 5000]).values_list("candid", flat=True))
-        self.new = {}  # candid -> survey
-        self.removed = []  # stored history copies to delete
+                candid__in=candids[start:start + 5000]).values_list("survey", "candid"))
+        self.known &= set(keys)
+        self.new = set()  # (survey, candid) keys contested from this batch on
+        self.removed = []  # (survey, candid) keys of stored history copies to delete
         self.entries = {}
 
-    def claims(self, candid, group, kept):
-        """True when ``candid`` is contested (it then takes the claims and the stored copy)."""
+    def claims(self, key, group, kept):
+        """True when ``key`` (survey, candid) is contested (it then takes the claims and the stored copy)."""
         if (kept is not None and _is_own(kept)) or any(_is_own(claim.copy) for claim in group):
             return False
         oids = {claim.copy["oid"] for claim in group} | ({kept["oid"]} if kept is not None else set())
-        if candid not in self.known and len(oids) < 2:
+        if key not in self.known and len(oids) < 2:
             return False
         for claim in group:
             self._refuse(claim.packet.source, claim.copy)
         if kept is not None:
             self._refuse(f"alert {kept['parent_candid']} (stored copy, removed)", kept)
-            self.removed.append(kept)
-        if candid not in self.known:
-            self.new[candid] = group[0].copy.get("survey", "ztf")
+            self.removed.append(key)
+        if key not in self.known:
+            self.new.add(key)
         return True
 
     def _refuse(self, source, copy):
@@ -400,20 +388,21 @@ class _Contest:
 
     def write(self, now):
         """Remove the stored copies that turned out contested and record the new contested candids."""
-        if self.removed:
-            Detection.objects.filter(candid__in=[kept["candid"] for kept in self.removed]).delete()
+        for survey in {survey for survey, _ in self.removed}:
+            Detection.objects.filter(survey=survey, candid__in=[c for s, c in self.removed if s == survey]).delete()
         db.insert_ignore(ContestedCandid, [dict(survey=survey, candid=candid, created=now)
-                                           for candid, survey in sorted(self.new.items())])
+                                           for survey, candid in sorted(self.new)])
 
 
 def _resolve(claims, stored, conflicts, displaced, contest):
-    """The copy to insert (new candids) and to replace (stored, outranked) per candid; the oids that
-    lose a stored detection (to the object whose own alert it is, or to a contest) are added to
+    """The copy to insert (new keys) and to replace (stored, outranked) per (survey, candid); the oids
+    that lose a stored detection (to the object whose own alert it is, or to a contest) are added to
     ``displaced``."""
     inserts, replaces = [], []
-    for candid, group in claims.items():
-        kept = stored.get(candid)
-        if contest.claims(candid, group, kept):
+    for key, group in claims.items():
+        candid = key[1]
+        kept = stored.get(key)
+        if contest.claims(key, group, kept):
             if kept is not None:
                 displaced.add(kept["oid"])
             continue
@@ -496,20 +485,21 @@ def _dropped_rows(fresh, summary):
 def _accept_packets(alerts, summary, conflicts, rejected):
     """Alerts whose own candid is new; a second copy of an ingested candid is a duplicate when it
     agrees with the stored detection and a conflict (the packet refused) when it does not."""
-    candids = {alert.candid for _, alert in alerts}
+    keys = {_key(alert.detection) for _, alert in alerts}
     for _, alert in alerts:
-        candids.update(det["candid"] for det in alert.prv_detections)
-    stored = _stored_copies(candids)
-    known = db.existing_values(RawAlert, "candid", [alert.candid for _, alert in alerts])
-    by_candid = {}
+        keys.update(_key(det) for det in alert.prv_detections)
+    stored = _stored_copies(keys)
+    known = _archived(_key(alert.detection) for _, alert in alerts)
+    by_key = {}
     for packet, alert in alerts:
-        by_candid.setdefault(alert.candid, []).append((packet, alert))
+        by_key.setdefault(_key(alert.detection), []).append((packet, alert))
     fresh = []
-    for candid, group in by_candid.items():
-        kept = stored.get(candid) if candid in known else None
+    for key, group in by_key.items():
+        candid = key[1]
+        kept = stored.get(key) if key in known else None
         if kept is None:
             best = _best(group, lambda item: item[1].detection)
-            owner = stored.get(candid)
+            owner = stored.get(key)
             if owner is not None and owner["oid"] != best[1].oid and _is_own(owner):
                 for packet, alert in group:
                     reason = (f"candid {candid} is already stored under {owner['oid']} (from alert "
@@ -542,7 +532,7 @@ def _collect_rows(alerts):
         if obj is None or (alert.object_fields.get("mjdendhist") or 0) >= (obj.get("mjdendhist") or 0):
             objects[alert.oid] = dict(alert.object_fields)
         for det in alert.detections:
-            claims.setdefault(det["candid"], []).append(_Claim(det, packet))
+            claims.setdefault(_key(det), []).append(_Claim(det, packet))
         for nd in alert.non_detections:
             non_detections.setdefault((nd["oid"], nd["fid"], nd["mjd"]), nd)
         for fp in alert.forced_photometry:
@@ -681,7 +671,6 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
     summary.skipped = [f"{item.source}: {item.reason}" for item in items if isinstance(item, Skipped)]
     summary.missing = [f"{item.source}: {item.reason}" for item in items if isinstance(item, Missing)]
     alerts, rejected = parse_packets(items)
-    alerts = _refuse_survey_clashes(alerts, rejected, summary)
 
     conflicts = _Conflicts()
     fresh, stored = _accept_packets(alerts, summary, conflicts, rejected)
@@ -705,8 +694,8 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
             summary.detections = len(db.insert_ignore(Detection, _same_keys(Detection, inserts)))
             if replaces:
                 replaces = _same_keys(Detection, replaces)
-                db.upsert(Detection, replaces, unique_fields=["candid"],
-                          update_fields=[name for name in replaces[0] if name != "candid"])
+                db.upsert(Detection, replaces, unique_fields=["candid", "survey"],
+                          update_fields=[name for name in replaces[0] if name not in ("candid", "survey")])
             summary.non_detections = len(db.insert_ignore(NonDetection, list(non_detections.values())))
             summary.forced_photometry = len(db.insert_ignore(ForcedPhotometry, _same_keys(ForcedPhotometry, forced.values())))
             for model, rows in ((Ps1, ps1), (Gaia, gaia), (SolarSystem, ss)):
@@ -762,6 +751,7 @@ def _packet_keys(fresh):
 def _raw_row(packet, alert, key, batch_id, now):
     return dict(
         candid=alert.candid,
+        survey=_survey(alert),
         oid=alert.oid,
         archive_key=key,
         schemavsn=alert.schemavsn,

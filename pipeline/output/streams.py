@@ -9,11 +9,12 @@ schema.
 
 Exactly once: an alert is sent when it is in the raw-alert index and not yet in ``published_alert``
 (the record of what this database sent; ``repair`` re-runs objects with alerts still pending there).
-On Redis the dedup and the XADD run in one server-side script (``SET <stream>:sent:<deployment>:<candid>
+An alert is (survey, candid): a Rubin diaSourceId may equal a ZTF candid.
+On Redis the dedup and the XADD run in one server-side script (``SET <stream>:sent:<deployment>:<survey>:<candid>
 NX`` then ``XADD``), so a batch re-delivered after a worker died between sending and recording sends
 nothing twice. The keys carry the deployment (``deployment_id``): another database on the same Redis
 sends its own alerts. On Kafka the producer is idempotent, but a crash between the broker's acknowledgement and the
-``published_alert`` write re-sends that chunk: at least once, consumers keep the first of a candid.
+``published_alert`` write re-sends that chunk: at least once, consumers keep the first of a (survey, candid).
 
 Backends are chosen by OUTPUT_STREAM_URL's scheme and share ``send(messages) -> candids sent`` and
 ``read(...)``; an empty URL turns publishing off.
@@ -84,10 +85,10 @@ class OutputStream:
 
 _SEND_ONCE = """
 local sent = {}
-for i = 3, #ARGV, 3 do
-  if redis.call('SET', KEYS[2] .. ARGV[i], '1', 'NX', 'EX', ARGV[2]) then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'candid', ARGV[i], 'oid', ARGV[i + 1], 'avro', ARGV[i + 2])
-    sent[#sent + 1] = ARGV[i]
+for i = 3, #ARGV, 4 do
+  if redis.call('SET', KEYS[2] .. ARGV[i] .. ':' .. ARGV[i + 1], '1', 'NX', 'EX', ARGV[2]) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'candid', ARGV[i + 1], 'oid', ARGV[i + 2], 'avro', ARGV[i + 3])
+    sent[#sent + 1] = ARGV[i + 1]
   end
 end
 return sent
@@ -118,7 +119,7 @@ class RedisStream(OutputStream):
 
         args = [self.maxlen, self.dedup_seconds]
         for message in messages:
-            args += [message["candid"], message["oid"], encode(message)]
+            args += [message["survey"], message["candid"], message["oid"], encode(message)]
         try:
             return [int(c) for c in self.script(keys=[self.stream, self.sent_prefix], args=args)]
         except redis.ConnectionError as exc:
@@ -246,19 +247,21 @@ def _plain(value):
 
 
 def pending(oids):
-    """(candid, oid) of the ingested alerts of ``oids`` that the output stream has not had yet."""
+    """(candid, survey) of the ingested alerts of ``oids`` that the output stream has not had yet."""
     from pipeline.models import PublishedAlert, RawAlert
 
-    alerts = list(RawAlert.objects.filter(oid__in=list(oids)).order_by("candid").values_list("candid", "oid"))
-    done = set(PublishedAlert.objects.filter(candid__in=[c for c, _ in alerts]).values_list("candid", flat=True))
-    return [(c, o) for c, o in alerts if c not in done]
+    alerts = list(RawAlert.objects.filter(oid__in=list(oids)).order_by("candid", "survey")
+                  .values_list("candid", "survey"))
+    done = set(PublishedAlert.objects.filter(candid__in=[c for c, _ in alerts]).values_list("candid", "survey"))
+    return [key for key in alerts if key not in done]
 
 
-def build_messages(candids, batch_id):
-    """One output message per candid (the alert's own detection must be stored)."""
+def build_messages(keys, batch_id):
+    """One output message per alert (candid, survey) (the alert's own detection must be stored)."""
     from pipeline.models import Detection, MagStats, Object, ObjectFeatureState, OutlierScore, Probability
 
-    detections = {d["candid"]: d for d in Detection.objects.filter(candid__in=list(candids))
+    keys = list(keys)
+    detections = {(d["candid"], d["survey"]): d for d in Detection.objects.filter(candid__in=[c for c, _ in keys])
                   .values("candid", "oid", "survey", *DETECTION_FIELDS)}
     oids = {d["oid"] for d in detections.values()}
     magstats, probabilities, outliers, models = {}, {}, {}, {oid: {} for oid in oids}
@@ -280,10 +283,11 @@ def build_messages(candids, batch_id):
         models[oid]["outliers"] = row["version"]
     now = dt.datetime.now(dt.timezone.utc)
     messages = []
-    for candid in candids:
-        det = detections.get(candid)
+    for key in keys:
+        det = detections.get(key)
         if det is None:
             continue
+        candid = key[0]
         oid = det["oid"]
         messages.append({
             "schema_version": "1.0", "oid": oid, "candid": candid, "survey": det["survey"], "batch_id": batch_id,
@@ -315,7 +319,7 @@ def publish(oids, batch_id, stream=None):
     todo = pending(oids)
     sent_total = 0
     for start in range(0, len(todo), CHUNK):
-        messages = build_messages([c for c, _ in todo[start:start + CHUNK]], batch_id)
+        messages = build_messages(todo[start:start + CHUNK], batch_id)
         if not messages:
             continue
         sent = set(stream.send(messages))
@@ -323,9 +327,10 @@ def publish(oids, batch_id, stream=None):
         _fault_point()
         now = db.now_param()
         db.insert_ignore(PublishedAlert, [
-            dict(candid=m["candid"], oid=m["oid"], stream=stream.name[:255], batch_id=batch_id, published=now)
+            dict(candid=m["candid"], survey=m["survey"], oid=m["oid"], stream=stream.name[:255], batch_id=batch_id,
+                 published=now)
             for m in messages
-        ], returning="candid")
+        ])
     return sent_total
 
 

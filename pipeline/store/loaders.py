@@ -14,7 +14,7 @@ from pipeline.store import db
 CORRECTION_FIELDS = [
     "magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext", "corrected", "dubious", "corr_note", "step_id_corr",
 ]
-DETECTION_FIELDS = [f.name for f in Detection._meta.concrete_fields if f.name not in CORRECTION_FIELDS]
+DETECTION_FIELDS = [f.name for f in Detection._meta.concrete_fields if f.name not in CORRECTION_FIELDS + ["id"]]
 MAGSTATS_INPUT_FIELDS = [
     "candid", "oid", "mjd", "fid", "ra", "dec", "magpsf", "sigmapsf", "isdiffpos", "rb", "magnr", "sigmagnr",
     "distnr", "sgscore1", "distpsnr1", "magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext", "corrected", "dubious",
@@ -74,7 +74,7 @@ def first_stamp_alerts(oids=None):
     None): its earliest stored alert by time (mjd, then candid) with cutouts, or, when none has any,
     its earliest stored alert (which the step then quarantines for want of cutouts). The object's
     first by time, not by arrival: the same in every ingest order."""
-    own = Detection.objects.filter(oid__survey="ztf", candid__in=RawAlert.objects.values("candid"))
+    own = Detection.objects.filter(survey="ztf", candid__in=RawAlert.objects.filter(survey="ztf").values("candid"))
     if oids is not None:
         own = own.filter(oid__in=list(oids))
     first = {}

@@ -48,9 +48,10 @@ MAX_TIMING_HOURS = 10 * 366 * 24  # the timing pages look back at most ten years
 
 @require_GET
 def alert_avro(request, candid):
-    """``GET /alerts/<candid>.avro``: the packet's bytes exactly as they were received."""
+    """``GET /alerts/<candid>.avro[?survey=lsst]``: the packet's bytes exactly as they were received (ZTF's
+    alert unless ``survey`` names another: a Rubin diaSourceId may equal a ZTF candid)."""
     try:
-        raw = RawAlert.objects.get(candid=candid)
+        raw = RawAlert.objects.get(candid=candid, survey=request.GET.get("survey", "ztf"))
         data = archive().load(raw.archive_key)
     except (RawAlert.DoesNotExist, ArchiveMissing):
         raise Http404(f"no stored alert with candid {candid}")
@@ -223,7 +224,7 @@ def download_cutouts(request):
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for candid, oid in alerts:
             try:
-                _, packet = raw_alert(candid)
+                _, packet = raw_alert(candid, oid)
             except StampMissing:
                 continue
             for stamp_type in STAMP_TYPES:

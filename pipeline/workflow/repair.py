@@ -103,8 +103,8 @@ def alerts_not_published():
     the stream was unreachable when their batch ran."""
     if not settings.OUTPUT_STREAM_URL:
         return Object.objects.none().values_list("oid", flat=True)
-    stored = Detection.objects.filter(candid=OuterRef("candid"))
-    sent = PublishedAlert.objects.filter(candid=OuterRef("candid"))
+    stored = Detection.objects.filter(candid=OuterRef("candid"), survey=OuterRef("survey"))
+    sent = PublishedAlert.objects.filter(candid=OuterRef("candid"), survey=OuterRef("survey"))
     return (RawAlert.objects.filter(Exists(stored)).exclude(Exists(sent))
             .values_list("oid", flat=True).distinct())
 

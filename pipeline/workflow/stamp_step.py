@@ -48,7 +48,7 @@ def first_alerts(oids):
     """(candid, oid, archive_key) of each ZTF object's first alert by time with cutouts
     (``loaders.first_stamp_alerts``), whatever order the alerts arrived in."""
     first = loaders.first_stamp_alerts(oids)
-    keys = dict(RawAlert.objects.filter(candid__in=list(first.values())).values_list("candid", "archive_key"))
+    keys = dict(RawAlert.objects.filter(survey="ztf", candid__in=list(first.values())).values_list("candid", "archive_key"))
     return [(first[oid], oid, keys[first[oid]]) for oid in sorted(first)]
 
 

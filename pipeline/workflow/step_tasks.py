@@ -130,7 +130,7 @@ def correct(oids):
     rows = corrected.loc[changed, loaders.DETECTION_FIELDS + loaders.CORRECTION_FIELDS]
     # Objects before detections, the order ingest writes them in: the two never deadlock.
     loaders.update_objects(objects, ["corrected", "stellar", "step_id_corr"])
-    db.upsert(Detection, rows, unique_fields=["candid"], update_fields=loaders.CORRECTION_FIELDS)
+    db.upsert(Detection, rows, unique_fields=["candid", "survey"], update_fields=loaders.CORRECTION_FIELDS)
     return len(rows)
 
 

@@ -190,27 +190,49 @@ def _rubin_packet_with_id(tmp_path, candid):
     return folder / "clash.avro", str(record["diaObject"]["diaObjectId"])
 
 
-@pytest.mark.parametrize("together", [False, True], ids=["rubin first", "same batch"])
-def test_a_rubin_id_equal_to_a_ztf_candid_is_an_explicit_quarantine(broker_env, tmp_path, together):
-    """ZTF candids and Rubin diaSourceIds share the detection key: a clash is quarantined, saying so."""
+def _tables():
+    return {model.__name__: sorted(map(repr, model.objects.values_list()))
+            for model in (Object, Detection, ForcedPhotometry, RawAlert, SolarSystem)}
+
+
+@pytest.mark.parametrize("order", ["rubin first", "ztf first", "same batch"])
+def test_a_rubin_id_equal_to_a_ztf_candid_is_stored_for_both_surveys(broker_env, client, tmp_path, order):
+    """Keys are (survey, id): a Rubin diaSourceId equal to a ZTF candid is another detection, in any order."""
     ztf_path = sorted(require_shared("ztf_alerts").glob("*.avro"))[0]
-    ztf_schema, ztf_record = _real(ztf_path)
-    rubin_path, rubin_oid = _rubin_packet_with_id(tmp_path, ztf_record["candid"])
-    if together:
-        summary = ingest_paths([rubin_path, ztf_path], batch_size=10, progress=False)
-        refused = {"clash.avro", ztf_path.name}
-    else:
-        first = ingest_paths([rubin_path], batch_size=10, progress=False)
-        assert first.quarantined == 0, first.report()
-        summary = ingest_paths([ztf_path], batch_size=10, progress=False)
-        refused = {ztf_path.name}
-    assert summary.quarantined == len(refused), summary.report()
-    reasons = {k.rsplit("/", 1)[-1]: v for k, v in Quarantine.objects.values_list("source", "reason")}
-    assert set(reasons) == refused
-    for name in refused:
-        assert f"id {ztf_record['candid']}" in reasons[name] and "ZTF and Rubin" in reasons[name], reasons[name]
-    # Nothing of the refused packets is stored; the ZTF object never mixes with the Rubin one.
-    assert not Object.objects.filter(oid=ztf_record["objectId"]).exists()
-    assert Detection.objects.filter(candid=ztf_record["candid"]).count() == (0 if together else 1)
-    assert set(Detection.objects.filter(candid=ztf_record["candid"]).values_list("survey", flat=True)) <= {"lsst"}
-    assert Object.objects.filter(oid=rubin_oid).exists() is not together
+    _, ztf_record = _real(ztf_path)
+    candid = ztf_record["candid"]
+    rubin_path, rubin_oid = _rubin_packet_with_id(tmp_path, candid)
+    _, rubin_record = _real(rubin_path)
+    runs = {"rubin first": [[rubin_path], [ztf_path]], "ztf first": [[ztf_path], [rubin_path]],
+            "same batch": [[rubin_path, ztf_path]]}[order]
+    for paths in runs:
+        summary = ingest_paths(paths, batch_size=10, progress=False)
+        assert summary.quarantined == 0 and summary.conflicts == 0, summary.report()
+    assert not Quarantine.objects.exists()
+    ztf_oid = ztf_record["objectId"]
+    expected = {
+        ztf_oid: {candid} | {p["candid"] for p in ztf_record["prv_candidates"] or [] if p.get("candid")},
+        rubin_oid: {candid} | {p["diaSourceId"] for p in rubin_record.get("prvDiaSources") or []},
+    }
+    for oid, candids in expected.items():
+        assert set(Detection.objects.filter(oid=oid).values_list("candid", flat=True)) == candids, oid
+    assert sorted(Detection.objects.filter(candid=candid).values_list("survey", "oid")) == [
+        ("lsst", rubin_oid), ("ztf", ztf_oid)]
+    keys = sorted(RawAlert.objects.filter(candid=candid).values_list("oid", "archive_key"))
+    assert keys == sorted([(ztf_oid, alert_key(candid, "ztf")), (rubin_oid, alert_key(candid, "lsst"))])
+    assert archive().load(alert_key(candid, "ztf")) == ztf_path.read_bytes()
+    assert archive().load(alert_key(candid, "lsst")) == rubin_path.read_bytes()
+    # The ZTF routes mean ZTF's alert (or the named object's); the multisurvey routes Rubin's.
+    ztf_bytes, rubin_bytes = ztf_path.read_bytes(), rubin_path.read_bytes()
+    assert client.get(f"/alerts/{candid}.avro").content == ztf_bytes
+    assert client.get(f"/alerts/{candid}.avro", {"survey": "lsst"}).content == rubin_bytes
+    assert client.get("/get_avro", {"candid": candid}).content == ztf_bytes
+    assert client.get("/get_avro", {"candid": candid, "oid": rubin_oid}).content == rubin_bytes
+    assert client.get("/multisurvey/stamps_api/get_avro", {"measurement_id": candid}).content == rubin_bytes
+    assert client.get("/multisurvey/stamps_api/get_avro",
+                      {"measurement_id": candid, "survey_id": "ztf"}).content == ztf_bytes
+    # Re-ingesting both changes nothing.
+    before = _tables()
+    again = ingest_paths([ztf_path, rubin_path], batch_size=10, progress=False)
+    assert again.detections == 0 and again.new_objects == 0 and again.quarantined == 0, again.report()
+    assert _tables() == before

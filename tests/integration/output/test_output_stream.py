@@ -174,3 +174,17 @@ def test_messages_carry_both_classifiers_published_after_them(broker_env, redis_
         assert len(stamp) == 5 and abs(sum(stamp) - 1) < 1e-5
         if message["oid"] in lc_classified:
             assert {"lc_classifier", "lc_classifier_top"} <= names and message["outlier"] is not None
+
+
+def test_a_rubin_alert_with_a_ztf_candid_is_published_too(broker_env, redis_stream, tmp_path):
+    """Alerts are (survey, candid): a Rubin diaSourceId equal to a ZTF candid is another alert to send."""
+    from tests.integration.ingest.test_lsst_ingest import _real, _rubin_packet_with_id
+
+    ztf_path = sorted(require_shared("ztf_alerts").glob("*.avro"))[0]
+    candid = _real(ztf_path)[1]["candid"]
+    rubin_path, _ = _rubin_packet_with_id(tmp_path, candid)
+    for paths in ([ztf_path], [rubin_path], [ztf_path, rubin_path]):
+        ingest_paths(paths, batch_size=10, pipeline=True, progress=False)
+    on_stream = Counter((m["survey"], m["candid"]) for _, m in redis_stream.read(from_start=True, block_ms=0))
+    assert on_stream == {("ztf", candid): 1, ("lsst", candid): 1}
+    assert sorted(PublishedAlert.objects.values_list("survey", "candid")) == [("lsst", candid), ("ztf", candid)]
