@@ -324,3 +324,47 @@ def test_broker_lost_for_good_after_every_batch_was_launched_is_noticed_within_a
         assert repaired.returncode == 0, repaired.stdout + repaired.stderr + farm.worker_logs()
         finish(farm, timeout=600)
         assert farm.counts() == reference
+
+
+# What must not depend on arrival order: rows, positions, stats and both classifiers' probabilities.
+CONTENT = {
+    "detection": "SELECT survey, candid, oid, mjd, fid, magpsf, isdiffpos, parent_candid, magpsf_corr FROM detection",
+    "object": "SELECT oid, ndet, round(meanra::numeric, 7), round(meandec::numeric, 7), firstmjd, stamp_candid "
+              "FROM object",
+    "magstat": "SELECT oid, fid, ndet, round(magmean::numeric, 6), round(magsigma::numeric, 6) FROM magstat",
+    "probability": "SELECT oid, classifier_name, class_name, round(probability::numeric, 5), ranking FROM probability",
+    "quarantine": "SELECT sha256, step, oid, candid FROM quarantine",  # the source names the file: left out
+}
+
+
+def test_two_concurrent_ingests_of_the_real_night_in_opposite_orders_give_the_one_ingests_tables(tmp_path):
+    """../shared/data/ztf_alerts, once alone and then by two processes at once (one reading the files in
+    reverse), eagerly on PostgreSQL with both classifiers: the same tables, row for row."""
+    from tests.conftest import require_shared
+
+    folder = require_shared("ztf_alerts")
+    forward, backward = tmp_path / "forward", tmp_path / "backward"
+    for sub in (forward, backward, tmp_path / "alone", tmp_path / "together"):
+        sub.mkdir()
+    paths = sorted(folder.glob("*.avro"))
+    for i, path in enumerate(paths):
+        shutil.copyfile(path, forward / f"{i:04d}.avro")
+        shutil.copyfile(path, backward / f"{len(paths) - 1 - i:04d}.avro")
+
+    def content(farm):
+        return {table: sorted(map(tuple, farm.sql(query))) for table, query in CONTENT.items()}
+
+    eager = dict(STAMP_CLASSIFIER="on", CELERY_TASK_RETRY_BACKOFF_MAX="2")
+    with Farm(tmp_path / "alone", require_postgres(), "", **eager) as farm:
+        farm.manage("ingest", str(forward), "--batch-size", "100", "--no-progress", check=True, timeout=1800)
+        alone = content(farm)
+    assert len(alone["detection"]) > 2000 and alone["probability"] and alone["object"]
+    with Farm(tmp_path / "together", require_postgres(), "", **eager) as farm:
+        runs = [farm.manage_async("ingest", str(source), "--batch-size", "100", "--no-progress", log_name=f"{name}.log")
+                for name, source in (("forward", forward), ("backward", backward))]
+        codes = [run.wait(timeout=1800) for run in runs]
+        assert codes == [0, 0], [(tmp_path / "together" / f"{n}.log").read_text()[-3000:] for n in ("forward", "backward")]
+        farm.manage("repair", "--batch-size", "100", check=True, timeout=1800)  # a stamp result overtaken in flight
+        together = content(farm)
+    for table in CONTENT:
+        assert together[table] == alone[table], table
