@@ -671,7 +671,25 @@ def _ingest_batch(items, archive, batch_id) -> BatchResult:
     summary.skipped = [f"{item.source}: {item.reason}" for item in items if isinstance(item, Skipped)]
     summary.missing = [f"{item.source}: {item.reason}" for item in items if isinstance(item, Missing)]
     alerts, rejected = parse_packets(items)
+    with transaction.atomic():
+        _one_ingest_at_a_time()
+        return _store_batch(alerts, rejected, summary, archive, batch_id, started)
 
+
+#: The PostgreSQL advisory lock that ingests take while they decide conflicts and write (any constant).
+INGEST_LOCK = 7_265_372_657
+
+
+def _one_ingest_at_a_time():
+    """Concurrent ingests decide the candid conflicts of a batch on what the others committed, so they
+    take turns from reading the stored copies to the commit (PostgreSQL: an advisory lock held until
+    the transaction ends; SQLite has one writer at a time anyway). Decoding stays concurrent."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INGEST_LOCK])
+
+
+def _store_batch(alerts, rejected, summary, archive, batch_id, started) -> BatchResult:
     conflicts = _Conflicts()
     fresh, stored = _accept_packets(alerts, summary, conflicts, rejected)
     rejected += _dropped_rows(fresh, summary)
