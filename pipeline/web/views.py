@@ -5,6 +5,7 @@ Pages: search, object, pipeline, classifier comparison, outliers; bulk downloads
 """
 import csv
 import datetime
+import functools
 import io
 import math
 import zipfile
@@ -90,34 +91,35 @@ def _hours(request):
     return hours
 
 
-def _recent_latencies(hours):
+def _recent_latencies(view):
+    """``view(request, hours, timing, latencies)`` over the last ``?hours``; a bad value is a 400."""
     from datetime import timedelta
 
-    from pipeline.workflow import timing
+    @functools.wraps(view)
+    def wrapped(request):
+        from pipeline.workflow import timing
 
-    return timing, timing.latencies(since=timezone.now() - timedelta(hours=hours))
+        try:
+            hours = _hours(request)
+        except BadParameter as exc:
+            return HttpResponseBadRequest(str(exc), content_type="text/plain")
+        return view(request, hours, timing, timing.latencies(since=timezone.now() - timedelta(hours=hours)))
+
+    return wrapped
 
 
 @require_GET
-def processing_times(request):
+@_recent_latencies
+def processing_times(request, hours, timing, lat):
     """Per step, percentiles of "alert ingested -> step done" over the last hours (``?hours=24``)."""
-    try:
-        hours = _hours(request)
-    except BadParameter as exc:
-        return HttpResponseBadRequest(str(exc), content_type="text/plain")
-    timing, lat = _recent_latencies(hours)
     table = timing.percentile_table(lat).reset_index(names="step").to_dict("records") if lat else []
     return render(request, "pipeline/timing.html", {"rows": table, "hours": hours})
 
 
 @require_GET
-def processing_times_png(request):
+@_recent_latencies
+def processing_times_png(request, hours, timing, lat):
     """The cumulative distribution of the same latencies, one curve per step."""
-    try:
-        hours = _hours(request)
-    except BadParameter as exc:
-        return HttpResponseBadRequest(str(exc), content_type="text/plain")
-    timing, lat = _recent_latencies(hours)
     if not lat:
         raise Http404("no step timings in that period")
     buffer = io.BytesIO()
