@@ -197,6 +197,8 @@ class BatchCanvasAdmin(ReadOnlyPipelineAdmin):
     list_display = ("batch_id", "state", "launched", "finished", "error")
     list_filter = ("state",)
     search_fields = ("batch_id", "error")
+
+
 @admin.register(models.Probability)
 class ProbabilityAdmin(ReadOnlyPipelineAdmin):
     list_display = ("oid", "classifier_name", "classifier_version", "class_name", "probability", "ranking")
@@ -229,3 +231,64 @@ class DeploymentAdmin(ReadOnlyPipelineAdmin):
 class ContestedCandidAdmin(ReadOnlyPipelineAdmin):
     list_display = ("survey", "candid", "created")
     search_fields = ("=candid",)
+
+
+class WatchlistTargetInline(admin.TabularInline):
+    model = models.WatchlistTarget
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(models.Watchlist)
+class WatchlistAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "active", "created")
+    list_filter = ("active",)
+    search_fields = ("name", "owner__username")
+    inlines = [WatchlistTargetInline]
+
+
+@admin.register(models.WatchlistTarget)
+class WatchlistTargetAdmin(admin.ModelAdmin):
+    list_display = ("name", "watchlist", "ra", "dec", "radius")
+    search_fields = ("name", "watchlist__name")
+    raw_id_fields = ("watchlist",)
+
+
+@admin.register(models.WatchlistMatch)
+class WatchlistMatchAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("matched", "target", "oid", "candid", "mjd", "magnitude", "fid", "separation")
+    search_fields = ("=oid", "=candid", "target__name")
+    list_filter = ("matched",)
+
+
+@admin.register(models.SavedFilter)
+class SavedFilterAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "active", "updated")
+    list_filter = ("active",)
+    search_fields = ("name", "owner__username", "expression")
+
+
+@admin.register(models.FilterMatch)
+class FilterMatchAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("matched", "filter", "oid", "candid", "batch_id")
+    search_fields = ("=oid", "=candid", "filter__name")
+    list_filter = ("matched",)
+
+
+@admin.register(models.Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ("owner", "kind", "target", "watchlist", "filter", "format", "enabled")
+    list_filter = ("kind", "enabled")
+    search_fields = ("target", "owner__username")
+
+
+@admin.register(models.Notification)
+class NotificationAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("created", "delivery", "state", "attempts", "sent", "last_error")
+    list_filter = ("state",)
+
+
+@admin.register(models.DeadLetter)
+class DeadLetterAdmin(ReadOnlyPipelineAdmin):
+    list_display = ("died", "target", "attempts", "error")
+    search_fields = ("target", "error")

@@ -529,3 +529,156 @@ class PublishedAlert(models.Model):
     class Meta:
         db_table = "published_alert"
         constraints = [models.UniqueConstraint(fields=["candid", "survey"], name="published_alert_candid_survey")]
+
+
+# Users act on the stream: watchlists, saved filters and their notifications (issue 25).
+class Watchlist(models.Model):
+    """A user's named list of sky positions; every new detection is matched against its targets."""
+
+    owner = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="watchlists")
+    name = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "watchlist"
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="watchlist_owner_name")]
+
+
+class WatchlistTarget(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    watchlist = models.ForeignKey(Watchlist, on_delete=models.CASCADE, related_name="targets")
+    name = models.CharField(max_length=64)
+    ra = models.FloatField(help_text="degrees, ICRS")
+    dec = models.FloatField(help_text="degrees, ICRS")
+    radius = models.FloatField(help_text="match radius in arcsec (capped by WATCHLIST_MAX_RADIUS_ARCSEC)")
+
+    class Meta:
+        db_table = "watchlist_target"
+
+
+class WatchlistMatch(models.Model):
+    """One detection that fell within a target's radius (once per target and alert)."""
+
+    id = models.BigAutoField(primary_key=True)
+    target = models.ForeignKey(WatchlistTarget, on_delete=models.CASCADE, related_name="matches")
+    oid = models.CharField(max_length=32, db_index=True)
+    candid = models.BigIntegerField()
+    survey = models.CharField(max_length=16, default="ztf", choices=SURVEYS)
+    mjd = models.FloatField()
+    magnitude = models.FloatField(help_text="magpsf of the detection")
+    fid = models.SmallIntegerField(choices=BANDS)
+    separation = models.FloatField(help_text="arcsec between the detection and the target")
+    batch_id = models.CharField(max_length=64, blank=True, default="")
+    matched = models.DateTimeField()
+
+    class Meta:
+        db_table = "watchlist_match"
+        verbose_name_plural = "watchlist matches"
+        constraints = [models.UniqueConstraint(fields=["target", "candid", "survey"], name="watchlist_match_unique")]
+
+
+class SavedFilter(models.Model):
+    """A user's condition over what the broker knows of an object after a batch (see the filter language).
+
+    ``expression`` is the user's text; it is compiled against a whitelist of fields, never run as SQL."""
+
+    owner = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="saved_filters")
+    name = models.CharField(max_length=100)
+    expression = models.TextField()
+    active = models.BooleanField(default=False, help_text="Runs in the canvas only once activated (after a dry run)")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "saved_filter"
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="saved_filter_owner_name")]
+
+
+class FilterMatch(models.Model):
+    """An alert whose object passed a filter after its batch (once per filter and alert)."""
+
+    id = models.BigAutoField(primary_key=True)
+    filter = models.ForeignKey(SavedFilter, on_delete=models.CASCADE, related_name="matches")
+    oid = models.CharField(max_length=32, db_index=True)
+    candid = models.BigIntegerField(help_text="The object's latest alert when it passed")
+    survey = models.CharField(max_length=16, default="ztf", choices=SURVEYS)
+    batch_id = models.CharField(max_length=64, blank=True, default="")
+    matched = models.DateTimeField()
+
+    class Meta:
+        db_table = "filter_match"
+        verbose_name_plural = "filter matches"
+        constraints = [models.UniqueConstraint(fields=["filter", "candid", "survey"], name="filter_match_unique")]
+
+
+class Delivery(models.Model):
+    """Where the matches of one watchlist or filter go: a stream topic, a signed webhook or an email digest."""
+
+    STREAM, WEBHOOK, EMAIL = "stream", "webhook", "email"
+    KINDS = [(k, k) for k in (STREAM, WEBHOOK, EMAIL)]
+    JSON, SLACK = "json", "slack"
+    FORMATS = [(f, f) for f in (JSON, SLACK)]
+
+    owner = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="deliveries")
+    watchlist = models.ForeignKey(Watchlist, null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="deliveries")
+    filter = models.ForeignKey(SavedFilter, null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="deliveries")
+    kind = models.CharField(max_length=16, choices=KINDS)
+    target = models.CharField(max_length=500, help_text="webhook URL, email address or stream topic name")
+    secret = models.CharField(max_length=128, blank=True, default="",
+                              help_text="HMAC-SHA256 key of a webhook's signature header")
+    format = models.CharField(max_length=16, choices=FORMATS, default=JSON)
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "delivery"
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(watchlist__isnull=False, filter__isnull=True)
+                           | models.Q(watchlist__isnull=True, filter__isnull=False)),
+                name="delivery_one_source",
+            )
+        ]
+
+
+class Notification(models.Model):
+    """One match to send through one delivery (the outbox): pending, sent, or dead after the last try."""
+
+    PENDING, SENT, DEAD = "pending", "sent", "dead"
+    STATES = [(s, s) for s in (PENDING, SENT, DEAD)]
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="notifications")
+    watchlist_match = models.ForeignKey(WatchlistMatch, null=True, blank=True, on_delete=models.CASCADE)
+    filter_match = models.ForeignKey(FilterMatch, null=True, blank=True, on_delete=models.CASCADE)
+    state = models.CharField(max_length=16, choices=STATES, default=PENDING, db_index=True)
+    attempts = models.SmallIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    created = models.DateTimeField()
+    sent = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "notification"
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "watchlist_match"], name="notification_watchlist_once"),
+            models.UniqueConstraint(fields=["delivery", "filter_match"], name="notification_filter_once"),
+        ]
+
+
+class DeadLetter(models.Model):
+    """A notification that failed its last try: what was to be sent, where, and why it was not."""
+
+    id = models.BigAutoField(primary_key=True)
+    notification = models.OneToOneField(Notification, on_delete=models.CASCADE, related_name="dead_letter")
+    target = models.CharField(max_length=500)
+    body = models.TextField()
+    error = models.TextField()
+    attempts = models.SmallIntegerField()
+    died = models.DateTimeField()
+
+    class Meta:
+        db_table = "dead_letter"
